@@ -1,0 +1,203 @@
+//! The seam between model code and the machine that runs it.
+//!
+//! Model code is written once, generic over `B: Backend`. A backend owns memory and runs
+//! operations; it holds no model logic. Every primitive is small and named the same way on
+//! every backend (`rms_norm_forward`, later `rms_norm_backward`, kernel
+//! `rms_norm_forward_f32`). Components whose fast version needs fusion (expert dispatch,
+//! attention over the latent cache) are default methods composed from primitives: that
+//! default is the specification a faster override is checked against by the conformance
+//! suite.
+//!
+//! Shape vocabulary (as the public code's einsums): B batch, S query positions, T key
+//! positions, H heads, D model width, C latent (kv_lora_rank), R rotary width, E routed
+//! experts, K experts per token, V vocabulary, N flattened tokens.
+
+mod cpu;
+
+pub use cpu::CpuBackend;
+
+use crate::error::Result;
+use ndarray::{ArrayD, ArrayViewD};
+
+/// The routing decision of a gate for N tokens.
+#[derive(Debug, Clone)]
+pub struct Routing<B: Backend> {
+    /// `[N, K]` combine weights (unbiased scores of the chosen experts, normalised and
+    /// multiplied by the route scale).
+    pub weights: B::Tensor,
+    /// `[N, K]` chosen experts, in descending order of the biased score (as `torch.topk`).
+    pub indices: B::Indices,
+    /// `[N, E]` unbiased scores (sigmoid or softmax of the gate logits); the balance losses
+    /// and the gate's backward read them.
+    pub scores: B::Tensor,
+}
+
+/// How a gate turns scores into a routing decision (public code: `Gate.forward`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteSpec {
+    pub score_func: ScoreFunc,
+    /// K: experts per token.
+    pub top_k: usize,
+    /// G: groups the experts are split into (1: no group limit).
+    pub n_groups: usize,
+    /// How many groups a token may route into.
+    pub topk_groups: usize,
+    /// Divide the chosen weights by their sum (the public code does it for sigmoid).
+    pub normalize: bool,
+    /// Multiplies the combine weights (`routed_scaling_factor`).
+    pub route_scale: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreFunc {
+    Sigmoid,
+    Softmax,
+}
+
+/// Tokens sorted by the expert they are routed to: rows `offsets[e]..offsets[e+1]` of the
+/// gathered input belong to expert `e`.
+#[derive(Debug, Clone)]
+pub struct Dispatch<B: Backend> {
+    /// `[N·K]` token row of each gathered row.
+    pub token_rows: B::Indices,
+    /// `[N·K]` flat index `n·K + k` into the routing weights of each gathered row.
+    pub slots: B::Indices,
+    /// `E + 1` prefix sums of the per-expert counts (host side: the loop over experts needs them).
+    pub offsets: Vec<usize>,
+}
+
+/// Every operation v3lab's model code needs. The CPU backend is the executable
+/// specification; other backends are held to it by `v3lab-conformance`.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// A dense f32 tensor in row-major (standard) layout.
+    type Tensor: Clone + Send + Sync + std::fmt::Debug;
+    /// A dense tensor of integer indices (tokens, experts, rows).
+    type Indices: Clone + Send + Sync + std::fmt::Debug;
+
+    fn name(&self) -> &'static str;
+
+    // ----- memory -------------------------------------------------------------------
+    fn upload(&self, host: ArrayViewD<'_, f32>) -> Result<Self::Tensor>;
+    fn download(&self, t: &Self::Tensor) -> Result<ArrayD<f32>>;
+    fn upload_indices(&self, host: ArrayViewD<'_, i64>) -> Result<Self::Indices>;
+    fn download_indices(&self, t: &Self::Indices) -> Result<ArrayD<i64>>;
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+
+    // ----- layout -------------------------------------------------------------------
+    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Reorders axes (`axes[i]` is the source axis of output axis i); the result is contiguous.
+    fn permute(&self, t: &Self::Tensor, axes: &[usize]) -> Result<Self::Tensor>;
+    /// Positions `start..start+len` of `axis`.
+    fn narrow(&self, t: &Self::Tensor, axis: usize, start: usize, len: usize) -> Result<Self::Tensor>;
+    fn concat(&self, parts: &[&Self::Tensor], axis: usize) -> Result<Self::Tensor>;
+    /// Repeats a size-1 `axis` `n` times (materialised).
+    fn expand(&self, t: &Self::Tensor, axis: usize, n: usize) -> Result<Self::Tensor>;
+    /// Writes `src` into `dst` at positions `start..` of `axis` (caches).
+    fn write_at(&self, dst: &mut Self::Tensor, src: &Self::Tensor, axis: usize, start: usize) -> Result<()>;
+
+    // ----- elementwise (b broadcasts to a's shape, numpy rules) ---------------------
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    fn scale(&self, a: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
+
+    // ----- linear algebra -----------------------------------------------------------
+    /// `x [.., K] · wᵀ` for `w [M, K]`: `[.., M]` (`nn.Linear` without bias).
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Batched product over the leading axis: `a [Bt, M, K] · b [Bt, K, N]`, with either
+    /// operand transposed in its last two axes when asked.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor, trans_a: bool, trans_b: bool) -> Result<Self::Tensor>;
+
+    // ----- norms, activations, rotary, embedding ------------------------------------
+    /// RMSNorm over the last axis: `y = x / sqrt(mean(x²) + eps) · w`; also returns the
+    /// reciprocal RMS `[..]` that the backward reuses.
+    fn rms_norm_forward(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `silu(gate) · up` (SwiGLU, the public code's `F.silu(w1(x)) * w3(x)`).
+    fn swiglu_forward(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Rotary embedding on interleaved pairs `(x[2i], x[2i+1])` of the last axis of
+    /// `x [B, S, H, R]`, position `start_pos + s`, angles given by `cos`/`sin [T, R/2]`.
+    fn rope_forward(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        start_pos: usize,
+    ) -> Result<Self::Tensor>;
+    /// Rows of `table [V, D]` for `tokens [..]`: `[.., D]`. Ids must be in range (checked
+    /// before, where the tokens enter).
+    fn embedding_forward(&self, table: &Self::Tensor, tokens: &Self::Indices) -> Result<Self::Tensor>;
+
+    // ----- attention ----------------------------------------------------------------
+    /// Causal softmax attention. `q [B, S, H, Dk]` at positions `q_offset..q_offset+S`,
+    /// `k [B, T, H, Dk]`, `v [B, T, H, Dv]`; query i sees keys `0..=q_offset+i`.
+    /// Returns `out [B, S, H, Dv]` and the log-sum-exp of each score row `[B, H, S]`.
+    fn attention_forward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        scale: f32,
+        q_offset: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+
+    /// Attention over MLA's absorbed latent cache (the public code's `attn_impl="absorb"`):
+    /// `scores = (q_latent · kv_latentᵀ + q_pe · k_peᵀ) · scale`, `out = softmax · kv_latent`.
+    /// `q_latent [B, S, H, C]`, `q_pe [B, S, H, R]`, `kv_latent [B, T, C]`, `k_pe [B, T, R]`;
+    /// returns `[B, S, H, C]`. Every head shares the one latent key and value (MQA).
+    fn latent_attention_forward(
+        &self,
+        q_latent: &Self::Tensor,
+        q_pe: &Self::Tensor,
+        kv_latent: &Self::Tensor,
+        k_pe: &Self::Tensor,
+        scale: f32,
+        q_offset: usize,
+    ) -> Result<Self::Tensor> {
+        let heads = self.shape(q_latent)[2];
+        let q = self.concat(&[q_latent, q_pe], 3)?;
+        let k = self.concat(&[kv_latent, k_pe], 2)?;
+        let [b, t, ck] = self.shape(&k)[..] else { unreachable!("concat of rank-3 tensors") };
+        let k = self.expand(&self.reshape(&k, &[b, t, 1, ck])?, 2, heads)?;
+        let c = self.shape(kv_latent)[2];
+        let v = self.expand(&self.reshape(kv_latent, &[b, t, 1, c])?, 2, heads)?;
+        Ok(self.attention_forward(&q, &k, &v, scale, q_offset)?.0)
+    }
+
+    // ----- routing and expert dispatch ----------------------------------------------
+    /// The gate after its linear map: `logits [N, E]` → scores (sigmoid or softmax), the
+    /// selection `bias [E]` added for choosing only, group limit, top-k, weights from the
+    /// unbiased scores (public code: `Gate.forward`).
+    fn route(&self, logits: &Self::Tensor, bias: Option<&Self::Tensor>, spec: &RouteSpec) -> Result<Routing<Self>>;
+
+    /// Rows `rows [M]` of `x [N, D]`: `[M, D]`.
+    fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Indices) -> Result<Self::Tensor>;
+    /// `dst [N, D]` with `src [M, D]` added at rows `rows [M]` (repeats accumulate).
+    fn scatter_add_rows(&self, dst: &Self::Tensor, rows: &Self::Indices, src: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Sorts the `N·K` (token, expert) pairs of `indices [N, K]` by expert, stable in token
+    /// order, so that each expert's tokens are one contiguous block.
+    fn expert_dispatch(&self, indices: &Self::Indices, n_experts: usize) -> Result<Dispatch<Self>> {
+        let host = self.download_indices(indices)?;
+        let top_k = host.shape().get(1).copied().unwrap_or(1);
+        let mut per_expert: Vec<Vec<(i64, i64)>> = vec![Vec::new(); n_experts];
+        for (flat, &e) in host.iter().enumerate() {
+            let e = usize::try_from(e)
+                .ok()
+                .filter(|&e| e < n_experts)
+                .ok_or_else(|| crate::Error::Input(format!("expert index {e} out of range for {n_experts} experts")))?;
+            per_expert[e].push(((flat / top_k) as i64, flat as i64));
+        }
+        let mut offsets = vec![0];
+        let (mut token_rows, mut slots) = (Vec::new(), Vec::new());
+        for pairs in &per_expert {
+            for &(token, slot) in pairs {
+                token_rows.push(token);
+                slots.push(slot);
+            }
+            offsets.push(token_rows.len());
+        }
+        let to_indices = |v: Vec<i64>| self.upload_indices(ndarray::Array1::from(v).into_dyn().view());
+        Ok(Dispatch { token_rows: to_indices(token_rows)?, slots: to_indices(slots)?, offsets })
+    }
+}

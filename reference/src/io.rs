@@ -1,0 +1,141 @@
+//! Safetensors files in and out, shared by checkpoints, the CLI and the studies:
+//! memory-mapped reading, dtype conversion to f32, and atomic writing (a temporary file
+//! in the same folder, then a rename: a crash never leaves a half-written file behind).
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A memory-mapped safetensors file, validated on open.
+pub struct MappedFile {
+    pub path: PathBuf,
+    mmap: Mmap,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::file(path, e))?;
+        // Safety is the mmap crate's concern; the file is only read, and the header is
+        // validated by `SafeTensors::deserialize` before any tensor is touched.
+        let mmap = map_read_only(&file).map_err(|e| Error::file(path, e))?;
+        SafeTensors::deserialize(&mmap).map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+        Ok(MappedFile { path: path.to_path_buf(), mmap })
+    }
+
+    pub fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.mmap).expect("validated in open")
+    }
+
+    /// The tensor `name` converted to f32 (F32, F16 or BF16 storage).
+    pub fn f32(&self, name: &str) -> Result<ArrayD<f32>> {
+        let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
+        to_f32(&view).map_err(|msg| Error::tensor(&self.path, name, msg))
+    }
+
+    /// The tensor `name` as i64 (I64 or I32 storage).
+    pub fn i64(&self, name: &str) -> Result<ArrayD<i64>> {
+        let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
+        let shape = IxDyn(view.shape());
+        let data: Vec<i64> = match view.dtype() {
+            Dtype::I64 => view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::I32 => {
+                view.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()
+            }
+            other => return Err(Error::tensor(&self.path, name, format!("dtype {other:?}, expected I64"))),
+        };
+        Ok(ArrayD::from_shape_vec(shape, data).expect("safetensors checked the size"))
+    }
+
+    /// The raw bytes and shape of a U8 / F8 tensor.
+    pub fn bytes(&self, name: &str) -> Result<(Vec<usize>, Dtype, &[u8])> {
+        let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
+        Ok((view.shape().to_vec(), view.dtype(), view.data()))
+    }
+}
+
+// memmap2's `Mmap::map` is `unsafe` because another process may change the file while it
+// is mapped; v3lab reads checkpoints that nothing else writes at the same time.
+#[allow(unsafe_code)]
+fn map_read_only(file: &File) -> std::io::Result<Mmap> {
+    unsafe { Mmap::map(file) }
+}
+
+/// Any float storage dtype to f32 (exact for F16/BF16). F8 needs its block scales and is
+/// handled by the checkpoint loader.
+pub fn to_f32(view: &TensorView<'_>) -> std::result::Result<ArrayD<f32>, String> {
+    let d = view.data();
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        other => return Err(format!("dtype {other:?} is not a float type v3lab reads here")),
+    };
+    Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), data).expect("safetensors checked the size"))
+}
+
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+pub struct OwnedTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl OwnedTensor {
+    pub fn f32(name: impl Into<String>, a: ArrayViewD<'_, f32>) -> Self {
+        let bytes = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+        OwnedTensor { name: name.into(), dtype: Dtype::F32, shape: a.shape().to_vec(), bytes }
+    }
+    /// Rounded to nearest even bf16.
+    pub fn bf16(name: impl Into<String>, a: ArrayViewD<'_, f32>) -> Self {
+        let bytes = a.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        OwnedTensor { name: name.into(), dtype: Dtype::BF16, shape: a.shape().to_vec(), bytes }
+    }
+    pub fn i64(name: impl Into<String>, a: ArrayViewD<'_, i64>) -> Self {
+        let bytes = a.iter().flat_map(|v| v.to_le_bytes()).collect();
+        OwnedTensor { name: name.into(), dtype: Dtype::I64, shape: a.shape().to_vec(), bytes }
+    }
+    pub fn u8(name: impl Into<String>, shape: Vec<usize>, bytes: Vec<u8>) -> Self {
+        OwnedTensor { name: name.into(), dtype: Dtype::U8, shape, bytes }
+    }
+}
+
+/// Writes `path` through a temporary file in the same folder and a rename.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        write(&mut file)?;
+        file.flush()?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::file(path, e)
+    })
+}
+
+/// Writes a safetensors file atomically, with `{"format": "pt"}` metadata (what
+/// transformers expects of a PyTorch checkpoint).
+pub fn write_safetensors(path: &Path, tensors: &[OwnedTensor]) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::tensor(path, &t.name, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(path, e))?;
+    write_atomically(path, |f| f.write_all(&bytes))
+}

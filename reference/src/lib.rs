@@ -1,0 +1,20 @@
+//! v3lab's CPU reference of DeepSeek-V3: the [`Backend`] trait and [`CpuBackend`], every
+//! component of the model (one module per idea of the paper), configuration and
+//! checkpoints in the released layout.
+//!
+//! The reference is the executable specification: plain f32, no cleverness; every other
+//! backend is held to it by `v3lab-conformance`, and it is held to the public PyTorch code
+//! by the goldens in `../shared/goldens`.
+
+pub mod backend;
+pub mod error;
+pub mod fp8;
+pub mod io;
+pub mod mla;
+pub mod model;
+pub mod moe;
+
+pub use backend::{Backend, CpuBackend, RouteSpec, Routing, ScoreFunc};
+pub use error::{Error, Result};
+pub use mla::AttentionImpl;
+pub use model::{checkpoint, config::ModelConfig, params::Params, Decoder, Trace, Transformer};

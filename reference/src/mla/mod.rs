@@ -1,0 +1,153 @@
+//! Multi-head Latent Attention (DeepSeek-V3 §2.1.1, eqs. 1–11; the public code's `MLA`).
+//!
+//! Keys and values come from one compressed latent `c_kv = W_DKV h` (eq. 1) of width C,
+//! normalised, then expanded per head by `W_UK`, `W_UV` (eqs. 2, 5); queries from a
+//! low-rank latent `c_q = W_DQ h` (eqs. 6–7) or one projection. A decoupled rotary part of
+//! width R (`k^R` shared by all heads, eq. 3; `q^R` per head, eq. 8) carries position.
+//!
+//! Two equivalent ways to attend, a value of [`AttentionImpl`]:
+//! - `Naive`: materialise per-head keys and values (what training differentiates);
+//! - `Absorbed`: fold `W_UK` into the query and apply `W_UV` after attending, so the cache
+//!   holds only `kv_norm(c_kv)` and `k^R`: C + R values per token and layer.
+
+pub mod rope;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::model::config::ModelConfig;
+use crate::model::params::{MlaParams, QueryParams};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionImpl {
+    Naive,
+    #[default]
+    Absorbed,
+}
+
+/// One layer's decoding cache, preallocated for `max_len` positions.
+#[derive(Debug, Clone)]
+pub enum LayerCache<T> {
+    /// Per-head keys `[B, T, H, d_nope + R]` and values `[B, T, H, d_v]`.
+    Naive { k: T, v: T },
+    /// `kv_norm(c_kv)` `[B, T, C]` and the rotated shared key `k^R` `[B, T, R]`.
+    Latent { kv_latent: T, k_pe: T },
+}
+
+impl<T> LayerCache<T> {
+    pub fn new<B: Backend<Tensor = T>>(
+        b: &B,
+        cfg: &ModelConfig,
+        imp: AttentionImpl,
+        batch: usize,
+        max_len: usize,
+    ) -> Result<Self> {
+        Ok(match imp {
+            AttentionImpl::Naive => LayerCache::Naive {
+                k: b.zeros(&[batch, max_len, cfg.n_heads, cfg.qk_head_dim()])?,
+                v: b.zeros(&[batch, max_len, cfg.n_heads, cfg.v_head_dim])?,
+            },
+            AttentionImpl::Absorbed => LayerCache::Latent {
+                kv_latent: b.zeros(&[batch, max_len, cfg.kv_lora_rank])?,
+                k_pe: b.zeros(&[batch, max_len, cfg.qk_rope_head_dim])?,
+            },
+        })
+    }
+}
+
+/// Appends `new` at `start` along axis 1 and returns the cached positions `0..start+len`.
+fn append<B: Backend>(b: &B, cache: &mut B::Tensor, new: &B::Tensor, start: usize) -> Result<B::Tensor> {
+    b.write_at(cache, new, 1, start)?;
+    b.narrow(cache, 1, 0, start + b.shape(new)[1])
+}
+
+/// Per-head slices of `kv_b_proj` `[H·(d_nope + d_v), C]`: `W_UK [H, d_nope, C]` and `W_UV [H, d_v, C]`.
+fn split_wkv_b<B: Backend>(b: &B, cfg: &ModelConfig, wkv_b: &B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
+    let (dn, dv) = (cfg.qk_nope_head_dim, cfg.v_head_dim);
+    let w = b.reshape(wkv_b, &[cfg.n_heads, dn + dv, cfg.kv_lora_rank])?;
+    Ok((b.narrow(&w, 1, 0, dn)?, b.narrow(&w, 1, dn, dv)?))
+}
+
+/// `x [B, S, H, F]` through per-head matrices `w [H, ·, ·]`: `[B, S, H, F']`
+/// (`einsum("bshd,hdc->bshc")`, or with `w` transposed).
+fn per_head<B: Backend>(b: &B, x: &B::Tensor, w: &B::Tensor, trans_w: bool) -> Result<B::Tensor> {
+    let [bsz, seq, heads, width] = b.shape(x)[..] else { unreachable!("per-head operands are rank 4") };
+    let x = b.reshape(&b.permute(x, &[2, 0, 1, 3])?, &[heads, bsz * seq, width])?;
+    let y = b.matmul(&x, w, false, trans_w)?;
+    let out = b.shape(&y)[2];
+    b.permute(&b.reshape(&y, &[heads, bsz, seq, out])?, &[1, 2, 0, 3])
+}
+
+/// MLA on normalised input `x [B, S, D]` at positions `start_pos..`; with a cache the keys
+/// and values of earlier positions come from it and this step's are appended.
+#[allow(clippy::too_many_arguments)]
+pub fn mla_forward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MlaParams<B::Tensor>,
+    cos: &B::Tensor,
+    sin: &B::Tensor,
+    x: &B::Tensor,
+    start_pos: usize,
+    cache: Option<&mut LayerCache<B::Tensor>>,
+    imp: AttentionImpl,
+) -> Result<B::Tensor> {
+    let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
+    let (h, dn, dr, dv, c) =
+        (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank);
+    let eps = cfg.rms_norm_eps;
+
+    // Queries (eqs. 6–8): q = W_UQ · norm(W_DQ h), split into q^C and the rotated q^R.
+    let q = match &p.query {
+        QueryParams::LowRank { wq_a, q_norm, wq_b } => {
+            let latent = b.rms_norm_forward(&b.linear(x, wq_a)?, q_norm, eps)?.0;
+            b.linear(&latent, wq_b)?
+        }
+        QueryParams::Full { wq } => b.linear(x, wq)?,
+    };
+    let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
+    let q_nope = b.narrow(&q, 3, 0, dn)?;
+    let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, start_pos)?;
+
+    // Keys and values (eqs. 1–3): one latent c_kv plus the shared rotated key k^R.
+    let kv = b.linear(x, &p.wkv_a)?;
+    let kv_latent = b.rms_norm_forward(&b.narrow(&kv, 2, 0, c)?, &p.kv_norm, eps)?.0;
+    let k_pe = b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?;
+    let k_pe = b.rope_forward(&k_pe, cos, sin, start_pos)?;
+    let scale = cfg.softmax_scale();
+
+    let out = match imp {
+        AttentionImpl::Naive => {
+            let kv_b = b.reshape(&b.linear(&kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
+            let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&k_pe, 2, h)?], 3)?;
+            let v = b.narrow(&kv_b, 3, dn, dv)?;
+            let q = b.concat(&[&q_nope, &q_pe], 3)?;
+            let (k, v) = match cache {
+                Some(LayerCache::Naive { k: kc, v: vc }) => {
+                    (append(b, kc, &k, start_pos)?, append(b, vc, &v, start_pos)?)
+                }
+                Some(LayerCache::Latent { .. }) => {
+                    return Err(crate::Error::Input("naive attention with a latent cache".into()))
+                }
+                None => (k, v),
+            };
+            b.attention_forward(&q, &k, &v, scale, start_pos)?.0
+        }
+        AttentionImpl::Absorbed => {
+            let (w_uk, w_uv) = split_wkv_b(b, cfg, &p.wkv_b)?;
+            let q_latent = per_head(b, &q_nope, &w_uk, false)?;
+            let k_pe = b.reshape(&k_pe, &[bsz, seq, dr])?;
+            let (kv_latent, k_pe) = match cache {
+                Some(LayerCache::Latent { kv_latent: kc, k_pe: pc }) => {
+                    (append(b, kc, &kv_latent, start_pos)?, append(b, pc, &k_pe, start_pos)?)
+                }
+                Some(LayerCache::Naive { .. }) => {
+                    return Err(crate::Error::Input("absorbed attention with a naive cache".into()))
+                }
+                None => (kv_latent, k_pe),
+            };
+            let out_latent = b.latent_attention_forward(&q_latent, &q_pe, &kv_latent, &k_pe, scale, start_pos)?;
+            per_head(b, &out_latent, &w_uv, true)?
+        }
+    };
+    b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)
+}

@@ -1,0 +1,208 @@
+//! Checkpoints in the released layout: a folder with `config.json` and safetensors
+//! weights (one `model.safetensors`, or shards listed by `model.safetensors.index.json`),
+//! named either as the released checkpoints or as the public code, stored as F32, F16,
+//! BF16, or FP8 E4M3 with one `weight_scale_inv` per 128×128 block (ragged edges
+//! included). Loading checks that every tensor the config implies is present with its
+//! shape, and that every tensor present is used exactly once. Saving writes the released
+//! layout atomically.
+
+use super::config::ModelConfig;
+use super::params::{released_name, Layout, Params};
+use crate::error::{Error, Result};
+use crate::fp8::E4M3;
+use crate::io::{to_f32, write_atomically, write_safetensors, MappedFile, OwnedTensor};
+use ndarray::{ArrayD, IxDyn};
+use safetensors::tensor::Dtype;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// A loaded checkpoint: its config and every weight as f32 on the host.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub config: ModelConfig,
+    pub params: Params<ArrayD<f32>>,
+    /// The dtype most weights were stored in (for `inspect`).
+    pub stored_dtype: String,
+}
+
+/// Where a released name lives: file index and the name inside the file.
+type Locations = HashMap<String, (usize, String)>;
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::file(&index, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::file(&index, format!("malformed JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::file(&index, "no `weight_map` object"))?;
+        let mut files = BTreeSet::new();
+        for (tensor, file) in map {
+            let file =
+                file.as_str().ok_or_else(|| Error::file(&index, format!("weight_map[{tensor}] is not a file name")))?;
+            if file.contains('/') || file.contains("..") {
+                return Err(Error::file(&index, format!("weight_map[{tensor}] = `{file}` leaves the folder")));
+            }
+            files.insert(dir.join(file));
+        }
+        return Ok(files.into_iter().collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    Err(Error::Checkpoint { dir: dir.into(), msg: "no model.safetensors and no model.safetensors.index.json".into() })
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().take(12).map(|i| i.to_string()).collect();
+    let more = if items.len() > 12 { format!(" and {} more", items.len() - 12) } else { String::new() };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// Decodes an FP8 E4M3 weight `[rows, cols]` with its block scales `[⌈rows/br⌉, ⌈cols/bc⌉]`:
+/// `w[i, j] = e4m3(bits[i, j]) · scale[i / br, j / bc]` (the public code's `weight_dequant`).
+pub fn dequantize_blocks(
+    bits: &[u8],
+    shape: &[usize],
+    scale: &ArrayD<f32>,
+    block: [usize; 2],
+) -> std::result::Result<ArrayD<f32>, String> {
+    let [rows, cols] = shape[..] else { return Err(format!("FP8 weights must be 2-D, got {shape:?}")) };
+    let want = [rows.div_ceil(block[0]), cols.div_ceil(block[1])];
+    if scale.shape() != want {
+        return Err(format!("scale shape {:?}, expected {want:?} for {block:?} blocks", scale.shape()));
+    }
+    let table: Vec<f32> = (0..=255u32).map(|b| E4M3.decode(b)).collect();
+    let data = (0..rows * cols).map(|k| {
+        let (i, j) = (k / cols, k % cols);
+        table[bits[k] as usize] * scale[[i / block[0], j / block[1]]]
+    });
+    Ok(ArrayD::from_shape_vec(IxDyn(&[rows, cols]), data.collect()).expect("rows × cols"))
+}
+
+/// Loads `dir` (config and weights) for the model its config describes.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let files = weight_files(dir)?.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
+
+    let mut located: Locations = HashMap::new();
+    for (i, file) in files.iter().enumerate() {
+        for name in file.tensors().names() {
+            if let Some((other, _)) = located.insert(released_name(name), (i, name.to_string())) {
+                return Err(Error::tensor(
+                    &file.path,
+                    name,
+                    format!("also present in {}", files[other].path.display()),
+                ));
+            }
+        }
+    }
+    let mtp_base = config.n_layers;
+    let layout = Layout {
+        mtp_own_embed: config.n_mtp_layers > 0
+            && located.contains_key(&format!("model.layers.{mtp_base}.embed_tokens.weight")),
+        mtp_own_head: config.n_mtp_layers > 0
+            && located.contains_key(&format!("model.layers.{mtp_base}.shared_head.head.weight")),
+    };
+    let block = config.quantization.as_ref().map_or([128, 128], |q| q.block);
+    let mut used = BTreeSet::new();
+    let (mut missing, mut misshaped) = (Vec::new(), Vec::new());
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+
+    let shapes = Params::shapes(&config, layout);
+    let params = shapes.try_map(|name, _, shape| -> Result<ArrayD<f32>> {
+        let name = if name == "lm_head.weight" && config.tie_word_embeddings && !located.contains_key(name) {
+            "model.embed_tokens.weight"
+        } else {
+            name
+        };
+        let Some((file_idx, stored)) = located.get(name) else {
+            missing.push(name.to_string());
+            return Ok(ArrayD::zeros(IxDyn(&[0])));
+        };
+        used.insert(name.to_string());
+        let file = &files[*file_idx];
+        let view = file.tensors().tensor(stored).expect("listed above");
+        if view.shape() != shape.as_slice() {
+            misshaped.push(format!("{stored} is {:?}, expected {shape:?}", view.shape()));
+            return Ok(ArrayD::zeros(IxDyn(&[0])));
+        }
+        *dtypes.entry(format!("{:?}", view.dtype())).or_default() += 1;
+        let value = if view.dtype() == Dtype::F8_E4M3 {
+            let scale_name = name.replace(".weight", ".weight_scale_inv");
+            let (scale_idx, scale_stored) = located.get(&scale_name).ok_or_else(|| {
+                Error::tensor(&file.path, stored.as_str(), format!("FP8 weight without its scale `{scale_name}`"))
+            })?;
+            used.insert(scale_name.clone());
+            let scale_file = &files[*scale_idx];
+            let scale = scale_file.f32(scale_stored)?;
+            dequantize_blocks(view.data(), view.shape(), &scale, block)
+                .map_err(|m| Error::tensor(&scale_file.path, scale_stored.as_str(), m))?
+        } else {
+            to_f32(&view).map_err(|m| Error::tensor(&file.path, stored.as_str(), m))?
+        };
+        if let Some(bad) = value.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(
+                &file.path,
+                stored.as_str(),
+                format!("non-finite value {} at flat index {bad}", value.as_slice().unwrap()[bad]),
+            ));
+        }
+        Ok(value)
+    })?;
+
+    let unexpected: Vec<String> = located
+        .iter()
+        .filter(|(name, _)| !used.contains(*name))
+        .map(|(_, (_, stored))| stored.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("missing tensors: {}", list(&missing)));
+    }
+    if !misshaped.is_empty() {
+        problems.push(format!("mis-shaped tensors: {}", list(&misshaped)));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!("unexpected tensors (not in the model config.json describes): {}", list(&unexpected)));
+    }
+    if !problems.is_empty() {
+        return Err(Error::Checkpoint { dir: dir.into(), msg: problems.join("; ") });
+    }
+    let stored_dtype = dtypes.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d).unwrap_or_default();
+    Ok(Checkpoint { config, params, stored_dtype })
+}
+
+/// Storage dtype for [`save`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    Bf16,
+}
+
+/// Writes `dir/model.safetensors` (released names, MTP layers included) and
+/// `dir/config.json` (released layout), each atomically.
+pub fn save(dir: &Path, config: &ModelConfig, params: &Params<ArrayD<f32>>, dtype: SaveDtype) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    let tensors: Vec<OwnedTensor> = params
+        .leaves()
+        .into_iter()
+        .map(|(name, _, t)| match dtype {
+            SaveDtype::F32 => OwnedTensor::f32(name, t.view()),
+            SaveDtype::Bf16 => OwnedTensor::bf16(name, t.view()),
+        })
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    let mut json = ModelConfig { quantization: None, ..config.clone() }.to_released_json();
+    json["torch_dtype"] = serde_json::json!(match dtype {
+        SaveDtype::F32 => "float32",
+        SaveDtype::Bf16 => "bfloat16",
+    });
+    let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
+    write_atomically(&dir.join("config.json"), |f| std::io::Write::write_all(f, text.as_bytes()))
+}

@@ -1,0 +1,178 @@
+//! The whole DeepSeek-V3 transformer (the public code's `Transformer` and `Block`),
+//! generic over the backend: embedding, blocks of `x + MLA(norm(x))` then
+//! `x + FFN(norm(x))` (dense for the first blocks, MoE after), final norm, head.
+//! Logits for every position; incremental decoding with either cache.
+
+pub mod checkpoint;
+pub mod config;
+pub mod params;
+
+use crate::backend::{Backend, Routing};
+use crate::error::{Error, Result};
+use crate::mla::{mla_forward, rope::RopeTable, AttentionImpl, LayerCache};
+use crate::moe::{mlp_forward, moe_forward};
+use config::ModelConfig;
+use ndarray::{ArrayD, ArrayView2};
+use params::{BlockParams, FfnParams, Params};
+
+/// Everything the conformance suites compare, for one forward.
+#[derive(Debug, Clone)]
+pub struct Trace<B: Backend> {
+    /// `[B, S, D]`.
+    pub embed: B::Tensor,
+    /// Hidden state after each block, `[B, S, D]`.
+    pub layer_out: Vec<B::Tensor>,
+    /// Routing of each MoE block (None for dense blocks), tokens flattened batch-major.
+    pub routing: Vec<Option<Routing<B>>>,
+    /// After the final RMSNorm, `[B, S, D]`.
+    pub final_hidden: B::Tensor,
+    /// `[B, S, V]`.
+    pub logits: B::Tensor,
+}
+
+/// A model on a backend: its config, its weights there and its rotary table there.
+pub struct Transformer<B: Backend> {
+    pub cfg: ModelConfig,
+    pub params: Params<B::Tensor>,
+    rope_cos: B::Tensor,
+    rope_sin: B::Tensor,
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Uploads host weights (e.g. from [`checkpoint::load`]) to the backend.
+    pub fn new(b: &B, cfg: ModelConfig, host: &Params<ArrayD<f32>>) -> Result<Self> {
+        let params = host.try_map(|_, _, t| b.upload(t.view()))?;
+        let rope = RopeTable::new(&cfg);
+        Ok(Transformer {
+            rope_cos: b.upload(rope.cos.view().into_dyn())?,
+            rope_sin: b.upload(rope.sin.view().into_dyn())?,
+            cfg,
+            params,
+        })
+    }
+
+    /// Checks token ids on the host before they reach a backend, naming the first bad one.
+    pub fn check_tokens(&self, tokens: ArrayView2<'_, i64>) -> Result<()> {
+        if let Some(((b, s), &id)) =
+            tokens.indexed_iter().find(|(_, &id)| id < 0 || id as u64 >= self.cfg.vocab_size as u64)
+        {
+            return Err(Error::Input(format!(
+                "token id {id} at [{b}, {s}] is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            )));
+        }
+        if tokens.ncols() > self.cfg.max_seq_len {
+            return Err(Error::Input(format!(
+                "{} positions exceed max_seq_len {}",
+                tokens.ncols(),
+                self.cfg.max_seq_len
+            )));
+        }
+        Ok(())
+    }
+
+    fn block_forward(
+        &self,
+        b: &B,
+        p: &BlockParams<B::Tensor>,
+        x: &B::Tensor,
+        start_pos: usize,
+        cache: Option<&mut LayerCache<B::Tensor>>,
+        imp: AttentionImpl,
+    ) -> Result<(B::Tensor, Option<Routing<B>>)> {
+        let eps = self.cfg.rms_norm_eps;
+        let attn_in = b.rms_norm_forward(x, &p.attn_norm, eps)?.0;
+        let attn = mla_forward(b, &self.cfg, &p.attn, &self.rope_cos, &self.rope_sin, &attn_in, start_pos, cache, imp)?;
+        let x = b.add(x, &attn)?;
+        let ffn_in = b.rms_norm_forward(&x, &p.ffn_norm, eps)?.0;
+        let (ffn, routing) = match &p.ffn {
+            FfnParams::Dense(mlp) => (mlp_forward(b, mlp, &ffn_in)?, None),
+            FfnParams::Moe(moe) => {
+                let (y, r) = moe_forward(b, &self.cfg, moe, &ffn_in)?;
+                (y, Some(r))
+            }
+        };
+        Ok((b.add(&x, &ffn)?, routing))
+    }
+
+    /// The forward of `tokens [B, S]` at positions `start_pos..`, keeping every intermediate
+    /// the conformance suites check. With `caches` (one per layer) earlier positions are
+    /// read from them and these are appended.
+    pub fn forward_traced(
+        &self,
+        b: &B,
+        tokens: &B::Indices,
+        start_pos: usize,
+        mut caches: Option<&mut [LayerCache<B::Tensor>]>,
+        imp: AttentionImpl,
+    ) -> Result<Trace<B>> {
+        let embed = b.embedding_forward(&self.params.embed, tokens)?;
+        let mut x = embed.clone();
+        let (mut layer_out, mut routing) = (Vec::new(), Vec::new());
+        for (i, p) in self.params.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            let (y, r) = self.block_forward(b, p, &x, start_pos, cache, imp)?;
+            x = y;
+            layer_out.push(x.clone());
+            routing.push(r);
+        }
+        let final_hidden = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?.0;
+        let logits = b.linear(&final_hidden, &self.params.head)?;
+        Ok(Trace { embed, layer_out, routing, final_hidden, logits })
+    }
+
+    /// Logits `[B, S, V]` for every position.
+    pub fn forward(&self, b: &B, tokens: &B::Indices, imp: AttentionImpl) -> Result<B::Tensor> {
+        Ok(self.forward_traced(b, tokens, 0, None, imp)?.logits)
+    }
+}
+
+/// Incremental decoding: a prefill of any length, then any number of further steps, each
+/// reading earlier positions from the cache (the public code's `start_pos` loop).
+pub struct Decoder<'m, B: Backend> {
+    model: &'m Transformer<B>,
+    caches: Vec<LayerCache<B::Tensor>>,
+    imp: AttentionImpl,
+    pos: usize,
+    max_len: usize,
+}
+
+impl<'m, B: Backend> Decoder<'m, B> {
+    pub fn new(b: &B, model: &'m Transformer<B>, imp: AttentionImpl, batch: usize, max_len: usize) -> Result<Self> {
+        if max_len > model.cfg.max_seq_len {
+            return Err(Error::Input(format!(
+                "cache of {max_len} positions exceeds max_seq_len {}",
+                model.cfg.max_seq_len
+            )));
+        }
+        let caches = (0..model.cfg.n_layers)
+            .map(|_| LayerCache::new(b, &model.cfg, imp, batch, max_len))
+            .collect::<Result<_>>()?;
+        Ok(Decoder { model, caches, imp, pos: 0, max_len })
+    }
+
+    /// Positions decoded so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Feeds `tokens [B, S]` at the next positions; returns their logits `[B, S, V]`.
+    pub fn step(&mut self, b: &B, tokens: &B::Indices) -> Result<B::Tensor> {
+        let seq = b.download_indices(tokens)?.shape().get(1).copied().unwrap_or(0);
+        if self.pos + seq > self.max_len {
+            return Err(Error::Input(format!("decoding past the cache's {} positions", self.max_len)));
+        }
+        let trace = self.model.forward_traced(b, tokens, self.pos, Some(&mut self.caches), self.imp)?;
+        self.pos += seq;
+        Ok(trace.logits)
+    }
+
+    /// Bytes of the cache per token and layer, at `bytes_per_value`.
+    pub fn cache_bytes_per_token(cfg: &ModelConfig, imp: AttentionImpl, bytes_per_value: usize) -> usize {
+        bytes_per_value
+            * match imp {
+                AttentionImpl::Absorbed => cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+                AttentionImpl::Naive => cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim),
+            }
+    }
+}

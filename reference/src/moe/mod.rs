@@ -1,0 +1,139 @@
+//! DeepSeekMoE (DeepSeek-V3 §2.1.2, eqs. 12–16; the public code's `Gate`, `MoE`, `MLP`).
+//!
+//! `h' = u + Σ_shared FFN_i(u) + Σ_routed g_i FFN_i(u)` (eq. 12). The gate scores every
+//! routed expert, `s_i = sigmoid(u·e_i)` (V3) or a softmax (V2) (eq. 15); a selection bias
+//! `b_i` is added for choosing only (§2.1.2, aux-loss-free balancing, eq. 16); with groups,
+//! a token may route only into the `topk_groups` best groups (node-limited routing);
+//! the combine weights are the unbiased scores of the chosen experts, normalised for
+//! sigmoid (eq. 13) and multiplied by the route scale. The arithmetic of routing lives in
+//! `Backend::route` (CPU: `backend/cpu.rs`), this module composes it with the experts.
+
+use crate::backend::{Backend, Routing};
+use crate::error::Result;
+use crate::model::config::ModelConfig;
+use crate::model::params::{MlpParams, MoeParams};
+
+/// SwiGLU feed-forward, `w2(silu(w1 x) · w3 x)`: the dense blocks, each routed expert and
+/// the shared experts.
+pub fn mlp_forward<B: Backend>(b: &B, p: &MlpParams<B::Tensor>, x: &B::Tensor) -> Result<B::Tensor> {
+    b.linear(&b.swiglu_forward(&b.linear(x, &p.w1)?, &b.linear(x, &p.w3)?)?, &p.w2)
+}
+
+/// The gate on `x [N, D]`.
+pub fn gate_forward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MoeParams<B::Tensor>,
+    x: &B::Tensor,
+) -> Result<Routing<B>> {
+    b.route(&b.linear(x, &p.gate)?, p.gate_bias.as_ref(), &cfg.route_spec())
+}
+
+/// MoE block on `x [.., D]`: the output and the routing it chose.
+pub fn moe_forward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MoeParams<B::Tensor>,
+    x: &B::Tensor,
+) -> Result<(B::Tensor, Routing<B>)> {
+    let shape = b.shape(x);
+    let d = cfg.dim;
+    let x = b.reshape(x, &[shape.iter().product::<usize>() / d, d])?;
+    let n = b.shape(&x)[0];
+    let routing = gate_forward(b, cfg, p, &x)?;
+
+    // Group the (token, expert) pairs by expert, run each expert on its block of rows,
+    // weight each row by its gate value and add it back to its token.
+    let dispatch = b.expert_dispatch(&routing.indices, cfg.n_routed_experts)?;
+    let rows = b.gather_rows(&x, &dispatch.token_rows)?;
+    let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
+    let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
+    let mut outputs = Vec::new();
+    for (e, expert) in p.experts.iter().enumerate() {
+        let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
+        if end > start {
+            outputs.push(mlp_forward(b, expert, &b.narrow(&rows, 0, start, end - start)?)?);
+        }
+    }
+    let mut y = b.zeros(&[n, d])?;
+    if !outputs.is_empty() {
+        let routed = b.mul(&b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?, &row_weights)?;
+        y = b.scatter_add_rows(&y, &dispatch.token_rows, &routed)?;
+    }
+    if let Some(shared) = &p.shared {
+        y = b.add(&y, &mlp_forward(b, shared, &x)?)?;
+    }
+    Ok((b.reshape(&y, &shape)?, routing))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, CpuBackend, RouteSpec, ScoreFunc};
+    use ndarray::{Array1, Array2};
+    use proptest::prelude::*;
+
+    /// (groups, kept groups, experts per group, top-k, with bias, sigmoid?)
+    fn spec_strategy() -> impl Strategy<Value = (RouteSpec, usize, bool)> {
+        (1usize..5, 2usize..6, any::<bool>(), any::<bool>()).prop_flat_map(|(groups, per_group, with_bias, sigmoid)| {
+            (1..=groups, Just((groups, per_group, with_bias, sigmoid))).prop_flat_map(|(kept, (g, pg, wb, sig))| {
+                (1..=kept * pg).prop_map(move |top_k| {
+                    let spec = RouteSpec {
+                        score_func: if sig { ScoreFunc::Sigmoid } else { ScoreFunc::Softmax },
+                        top_k,
+                        n_groups: g,
+                        topk_groups: kept,
+                        normalize: sig,
+                        route_scale: 2.5,
+                    };
+                    (spec, g * pg, wb)
+                })
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn gate_invariants((spec, n_experts, with_bias) in spec_strategy(), seed in 0u64..1000) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let tokens = 7;
+            let logits = Array2::from_shape_fn((tokens, n_experts), |_| rng.random_range(-3.0f32..3.0)).into_dyn();
+            let bias = Array1::from_shape_fn(n_experts, |_| rng.random_range(-0.5f32..0.5)).into_dyn();
+            let b = CpuBackend;
+            let r = b.route(&logits, with_bias.then_some(&bias), &spec).unwrap();
+            let per_group = n_experts / spec.n_groups;
+            for t in 0..tokens {
+                let chosen: Vec<usize> = r.indices.slice(ndarray::s![t, ..]).iter().map(|&e| e as usize).collect();
+                // k distinct experts
+                let mut sorted = chosen.clone();
+                sorted.sort();
+                sorted.dedup();
+                prop_assert_eq!(sorted.len(), spec.top_k);
+                // inside at most `topk_groups` groups
+                let mut groups: Vec<usize> = chosen.iter().map(|e| e / per_group).collect();
+                groups.sort();
+                groups.dedup();
+                prop_assert!(groups.len() <= spec.topk_groups);
+                // weights are the unbiased scores of the chosen experts, rescaled
+                let w = r.weights.slice(ndarray::s![t, ..]);
+                let raw: Vec<f32> = chosen.iter().map(|&e| r.scores[[t, e]]).collect();
+                let sum: f32 = raw.iter().sum();
+                for (j, &s) in raw.iter().enumerate() {
+                    let want = if spec.normalize { s / sum } else { s } * spec.route_scale;
+                    prop_assert!((w[j] - want).abs() <= 1e-5 * want.abs().max(1e-3));
+                }
+                if spec.normalize {
+                    prop_assert!((w.sum() - spec.route_scale).abs() < 1e-5 * spec.route_scale);
+                }
+                // no expert outside the choice beats a chosen one within the kept groups
+                let biased = |e: usize| r.scores[[t, e]] + if with_bias { bias[e] } else { 0.0 };
+                let worst = chosen.iter().map(|&e| biased(e)).fold(f32::INFINITY, f32::min);
+                for e in 0..n_experts {
+                    if !chosen.contains(&e) && groups.contains(&(e / per_group)) {
+                        prop_assert!(biased(e) <= worst);
+                    }
+                }
+            }
+        }
+    }
+}
