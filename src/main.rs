@@ -1,1 +1,37 @@
-fn main() {}
+//! `v3lab`: run, inspect and re-measure the ideas of the DeepSeek-V3 technical report.
+//! Each subcommand lives in `src/cmd/<name>.rs`; every failure exits non-zero with a
+//! message that names the file, tensor or field at fault.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "v3lab", version, about = "DeepSeek-V3, runnable and measurable at small scale")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Logits of every position for a batch of tokens.
+    Logits(cmd::logits::LogitsArgs),
+    /// Configuration, parameter counts and cache sizes of a checkpoint.
+    Inspect(cmd::inspect::InspectArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Logits(args) => cmd::logits::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

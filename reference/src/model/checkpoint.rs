@@ -83,30 +83,54 @@ pub fn dequantize_blocks(
     Ok(ArrayD::from_shape_vec(IxDyn(&[rows, cols]), data.collect()).expect("rows × cols"))
 }
 
-/// Loads `dir` (config and weights) for the model its config describes.
-pub fn load(dir: &Path) -> Result<Checkpoint> {
-    let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let files = weight_files(dir)?.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
+/// A checkpoint folder with its config read and its files' headers validated, before any
+/// weight is decoded.
+pub struct Opened {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub files: Vec<MappedFile>,
+    /// Released name → (file index, name inside the file).
+    located: Locations,
+    pub layout: Layout,
+}
 
-    let mut located: Locations = HashMap::new();
-    for (i, file) in files.iter().enumerate() {
-        for name in file.tensors().names() {
-            if let Some((other, _)) = located.insert(released_name(name), (i, name.to_string())) {
-                return Err(Error::tensor(
-                    &file.path,
-                    name,
-                    format!("also present in {}", files[other].path.display()),
-                ));
+impl Opened {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let files = weight_files(dir)?.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
+        let mut located: Locations = HashMap::new();
+        for (i, file) in files.iter().enumerate() {
+            for name in file.tensors().names() {
+                if let Some((other, _)) = located.insert(released_name(name), (i, name.to_string())) {
+                    return Err(Error::tensor(
+                        &file.path,
+                        name,
+                        format!("also present in {}", files[other].path.display()),
+                    ));
+                }
             }
         }
+        let mtp_base = config.n_layers;
+        let has = |n: &str| config.n_mtp_layers > 0 && located.contains_key(&format!("model.layers.{mtp_base}.{n}"));
+        let layout = Layout { mtp_own_embed: has("embed_tokens.weight"), mtp_own_head: has("shared_head.head.weight") };
+        Ok(Opened { dir: dir.to_path_buf(), config, files, located, layout })
     }
-    let mtp_base = config.n_layers;
-    let layout = Layout {
-        mtp_own_embed: config.n_mtp_layers > 0
-            && located.contains_key(&format!("model.layers.{mtp_base}.embed_tokens.weight")),
-        mtp_own_head: config.n_mtp_layers > 0
-            && located.contains_key(&format!("model.layers.{mtp_base}.shared_head.head.weight")),
-    };
+
+    /// How many tensors are stored in each dtype.
+    pub fn dtype_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for file in &self.files {
+            for (_, view) in file.tensors().iter() {
+                *counts.entry(format!("{:?}", view.dtype())).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Loads `dir` (config and weights) for the model its config describes.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    let Opened { config, files, located, layout, .. } = Opened::open(dir)?;
     let block = config.quantization.as_ref().map_or([128, 128], |q| q.block);
     let mut used = BTreeSet::new();
     let (mut missing, mut misshaped) = (Vec::new(), Vec::new());

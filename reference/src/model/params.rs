@@ -284,6 +284,36 @@ impl Params<Vec<usize>> {
     }
 }
 
+/// Parameter counts of a model (from its shapes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ParamCounts {
+    /// Every parameter of the main model (embedding, blocks, final norm, head).
+    pub total: usize,
+    /// Those one token passes through: the routed experts it is not sent to excluded.
+    pub activated: usize,
+    /// The multi-token-prediction modules on top (their own embedding/head included if any).
+    pub mtp: usize,
+}
+
+impl Params<Vec<usize>> {
+    pub fn counts(&self, cfg: &ModelConfig) -> ParamCounts {
+        let numel = |s: &Vec<usize>| s.iter().product::<usize>();
+        let main = Params { mtp: Vec::new(), ..self.clone() };
+        let total: usize = main.leaves().iter().map(|(_, _, s)| numel(s)).sum();
+        let idle: usize = (self.layers.iter())
+            .filter_map(|b| match &b.ffn {
+                FfnParams::Moe(moe) => moe.experts.first().map(|e| {
+                    let per_expert = numel(&e.w1) + numel(&e.w2) + numel(&e.w3);
+                    (cfg.n_routed_experts - cfg.n_activated_experts) * per_expert
+                }),
+                FfnParams::Dense(_) => None,
+            })
+            .sum();
+        let all: usize = self.leaves().iter().map(|(_, _, s)| numel(s)).sum();
+        ParamCounts { total, activated: total - idle, mtp: all - total }
+    }
+}
+
 /// The released name of a tensor named in either convention (the public code's
 /// `layers.N.attn.wq_a.weight`, or already `model.layers.N.self_attn.q_a_proj.weight`);
 /// FP8 scales (`.scale`) become `.weight_scale_inv`. This mirrors the public `convert.py`.
