@@ -32,7 +32,8 @@ pub fn rel_err(out: &ArrayD<f32>, reference: &ArrayD<f64>) -> f64 {
 pub fn assert_close(what: &str, out: &ArrayD<f32>, reference: &ArrayD<f64>, tolerance: f64) -> f64 {
     assert_eq!(out.shape(), reference.shape(), "{what}: shape");
     let err = rel_err(out, reference);
-    if !(err <= tolerance) {
+    // A NaN error must fail too.
+    if err.is_nan() || err > tolerance {
         let (worst, abs) = out
             .iter()
             .zip(reference.iter())

@@ -6,9 +6,13 @@
 use anyhow::Result;
 use clap::Args;
 use serde_json::json;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
-use v3lab::checkpoint::Opened;
-use v3lab::Params;
+use v3lab::checkpoint::{Opened, NO_WEIGHTS};
+use v3lab::mla::CacheValues;
+use v3lab::model::params::Layout;
+use v3lab::{Error, ModelConfig, Params};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -29,32 +33,56 @@ fn human(n: usize) -> String {
 }
 
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let opened = Opened::open(&args.checkpoint)?;
-    let cfg = &opened.config;
-    let counts = Params::shapes(cfg, opened.layout).counts(cfg);
-    let latent = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
-    // The paper's MHA baseline: n_h heads of d_h for keys and for values.
-    let mha = 2 * cfg.n_heads * cfg.v_head_dim;
-    let naive = cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim);
+    // A folder with only config.json is inspected from the config (e.g. DeepSeek-V3's own
+    // config without its 700 GB of weights); the MTP modules then share embedding and head.
+    let config = ModelConfig::from_file(&args.checkpoint.join("config.json"))?;
+    let opened = match Opened::open(&args.checkpoint) {
+        Ok(opened) => Some(opened),
+        Err(Error::Checkpoint { msg, .. }) if msg == NO_WEIGHTS => None,
+        Err(e) => return Err(e.into()),
+    };
+    let cfg = &config;
+    let layout = opened.as_ref().map_or(Layout::default(), |o| o.layout);
+    let stored = opened.as_ref().map_or_else(Default::default, |o| o.dtype_counts());
+    let counts = Params::shapes(cfg, layout).counts(cfg);
+    let CacheValues { latent, mha, naive } = CacheValues::of(cfg);
     let bf16 = 2;
     let report = json!({
-        "checkpoint": opened.dir,
+        "checkpoint": args.checkpoint,
         "config": cfg.to_released_json(),
-        "stored_dtypes": opened.dtype_counts(),
+        "stored_dtypes": stored,
         "parameters": { "total": counts.total, "activated": counts.activated, "mtp": counts.mtp },
         "cache_values_per_token_per_layer": { "mla_latent": latent, "mha": mha, "naive_per_head_kv": naive },
         "cache_bytes_per_token_bf16": {
             "mla_latent": latent * bf16 * cfg.n_layers, "mha": mha * bf16 * cfg.n_layers, "naive_per_head_kv": naive * bf16 * cfg.n_layers,
         },
     });
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
+    let text =
+        if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { render(args, cfg, &stored, counts) };
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(())
+}
+
+fn render(
+    args: &InspectArgs,
+    cfg: &ModelConfig,
+    stored: &std::collections::BTreeMap<String, usize>,
+    counts: v3lab::model::params::ParamCounts,
+) -> String {
+    let CacheValues { latent, mha, naive } = CacheValues::of(cfg);
+    let bf16 = 2;
+    let mut out = String::new();
+    let o = &mut out;
     let moe_layers = (0..cfg.n_layers).filter(|&l| cfg.is_moe_layer(l)).count();
-    println!("checkpoint   {}", opened.dir.display());
-    println!("stored as    {:?}", opened.dtype_counts());
-    println!(
+    let _ = writeln!(o, "checkpoint   {}", args.checkpoint.display());
+    let _ = writeln!(
+        o,
+        "stored as    {}",
+        if stored.is_empty() { "(no weights: config only)".to_string() } else { format!("{stored:?}") }
+    );
+    let _ = writeln!(
+        o,
         "model        {} layers ({} dense, {} MoE), dim {}, {} heads, vocab {}, context {}",
         cfg.n_layers,
         cfg.n_layers - moe_layers,
@@ -64,7 +92,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         cfg.vocab_size,
         cfg.max_seq_len
     );
-    println!(
+    let _ = writeln!(
+        o,
         "MLA          q_lora_rank {:?}, kv_lora_rank {}, d_nope {}, d_rope {}, d_v {}, softmax scale {:.6}{}",
         cfg.q_lora_rank,
         cfg.kv_lora_rank,
@@ -74,7 +103,8 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         cfg.softmax_scale(),
         cfg.yarn.map_or(String::new(), |y| format!(", YaRN ×{} from {}", y.factor, y.original_seq_len))
     );
-    println!(
+    let _ = writeln!(
+        o,
         "MoE          {} routed (top {}, {} groups keep {}), {} shared, expert width {}, {:?} scores{}, route scale {}",
         cfg.n_routed_experts,
         cfg.n_activated_experts,
@@ -86,25 +116,32 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         if cfg.selection_bias { " + selection bias" } else { "" },
         cfg.route_scale
     );
-    println!("MTP          depth {}", cfg.n_mtp_layers);
-    println!(
-        "parameters   total {} ({}), activated per token {} ({}), MTP modules {} ({})",
+    let _ = writeln!(o, "MTP          depth {}", cfg.n_mtp_layers);
+    let _ = writeln!(
+        o,
+        "parameters   total {} ({}), activated per token {} ({}; {} without the embedding table), MTP modules {} ({})",
         human(counts.total),
         counts.total,
         human(counts.activated),
         counts.activated,
+        human(counts.activated - cfg.vocab_size * cfg.dim),
         human(counts.mtp),
         counts.mtp
     );
-    println!("KV cache per token and layer (values):");
-    println!("  MLA latent (d_c + d_h^R)              {latent:>8}");
-    println!("  multi-head attention (2 n_h d_h)       {mha:>8}  ({:.1}× the latent)", mha as f64 / latent as f64);
-    println!("  this model's naive per-head K and V    {naive:>8}");
-    println!(
+    let _ = writeln!(o, "KV cache per token and layer (values):");
+    let _ = writeln!(o, "  MLA latent (d_c + d_h^R)              {latent:>8}");
+    let _ = writeln!(
+        o,
+        "  multi-head attention (2 n_h d_h)       {mha:>8}  ({:.1}× the latent)",
+        mha as f64 / latent as f64
+    );
+    let _ = writeln!(o, "  this model's naive per-head K and V    {naive:>8}");
+    let _ = writeln!(
+        o,
         "KV cache per token, all {} layers, BF16: MLA {} bytes, MHA {} bytes",
         cfg.n_layers,
         latent * bf16 * cfg.n_layers,
         mha * bf16 * cfg.n_layers
     );
-    Ok(())
+    out
 }

@@ -24,6 +24,27 @@ pub enum AttentionImpl {
     Absorbed,
 }
 
+/// Values cached per token and layer (§2.1.1: "only the blue-boxed vectors need to be cached").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CacheValues {
+    /// MLA's absorbed cache: `kv_norm(c_kv)` and `k^R`, `d_c + d_h^R`.
+    pub latent: usize,
+    /// The paper's multi-head-attention baseline, `2 n_h d_h` (keys and values of every head).
+    pub mha: usize,
+    /// This model's naive cache: per-head keys `d_nope + d_rope` and values `d_v`.
+    pub naive: usize,
+}
+
+impl CacheValues {
+    pub fn of(cfg: &ModelConfig) -> Self {
+        CacheValues {
+            latent: cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+            mha: 2 * cfg.n_heads * cfg.v_head_dim,
+            naive: cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim),
+        }
+    }
+}
+
 /// One layer's decoding cache, preallocated for `max_len` positions.
 #[derive(Debug, Clone)]
 pub enum LayerCache<T> {

@@ -27,8 +27,11 @@ pub struct Checkpoint {
 
 /// Where a released name lives: file index and the name inside the file.
 type Locations = HashMap<String, (usize, String)>;
+/// The shard index's tensor → file map.
+type WeightMap = BTreeMap<String, PathBuf>;
 
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The weight files of `dir`, and the index's tensor → file map when the weights are sharded.
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::file(&index, e))?;
@@ -38,23 +41,27 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::file(&index, "no `weight_map` object"))?;
-        let mut files = BTreeSet::new();
+        let mut weight_map = BTreeMap::new();
         for (tensor, file) in map {
             let file =
                 file.as_str().ok_or_else(|| Error::file(&index, format!("weight_map[{tensor}] is not a file name")))?;
             if file.contains('/') || file.contains("..") {
                 return Err(Error::file(&index, format!("weight_map[{tensor}] = `{file}` leaves the folder")));
             }
-            files.insert(dir.join(file));
+            weight_map.insert(tensor.clone(), dir.join(file));
         }
-        return Ok(files.into_iter().collect());
+        let files: BTreeSet<PathBuf> = weight_map.values().cloned().collect();
+        return Ok((files.into_iter().collect(), Some(weight_map)));
     }
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return Ok(vec![single]);
+        return Ok((vec![single], None));
     }
-    Err(Error::Checkpoint { dir: dir.into(), msg: "no model.safetensors and no model.safetensors.index.json".into() })
+    Err(Error::Checkpoint { dir: dir.into(), msg: NO_WEIGHTS.into() })
 }
+
+/// The message of a folder without weights (`inspect` still works from the config alone).
+pub const NO_WEIGHTS: &str = "no model.safetensors and no model.safetensors.index.json";
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
     let shown: Vec<String> = items.iter().take(12).map(|i| i.to_string()).collect();
@@ -97,17 +104,26 @@ pub struct Opened {
 impl Opened {
     pub fn open(dir: &Path) -> Result<Self> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        let files = weight_files(dir)?.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
+        let (paths, weight_map) = weight_files(dir)?;
+        let files = paths.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
         let mut located: Locations = HashMap::new();
         for (i, file) in files.iter().enumerate() {
             for name in file.tensors().names() {
                 if let Some((other, _)) = located.insert(released_name(name), (i, name.to_string())) {
-                    return Err(Error::tensor(
-                        &file.path,
-                        name,
-                        format!("also present in {}", files[other].path.display()),
-                    ));
+                    let msg = format!("also present in {}", files[other].path.display());
+                    return Err(Error::tensor(&file.path, name, msg));
                 }
+            }
+        }
+        // The index must tell the truth about where each tensor is.
+        for (tensor, path) in weight_map.iter().flatten() {
+            let found = located.get(&released_name(tensor)).map(|(i, _)| &files[*i].path);
+            if found != Some(path) {
+                let msg = match found {
+                    Some(actual) => format!("listed in {} but stored in {}", path.display(), actual.display()),
+                    None => format!("listed in {} but stored in no shard", path.display()),
+                };
+                return Err(Error::tensor(dir.join("model.safetensors.index.json"), tensor.as_str(), msg));
             }
         }
         let mtp_base = config.n_layers;

@@ -391,7 +391,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.n_routed_experts % self.n_expert_groups != 0 {
+        if !self.n_routed_experts.is_multiple_of(self.n_expert_groups) {
             return Err(Error::config(
                 "n_expert_groups",
                 format!("{} groups do not divide {} routed experts", self.n_expert_groups, self.n_routed_experts),
@@ -423,20 +423,21 @@ impl ModelConfig {
                 format!("{} dense layers of {}", self.n_dense_layers, self.n_layers),
             ));
         }
-        if self.qk_rope_head_dim % 2 != 0 {
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
             return Err(Error::config("qk_rope_head_dim", "rotary pairs need an even width"));
         }
-        if !(self.route_scale > 0.0) {
+        // Parsing already rejected non-finite numbers.
+        if self.route_scale <= 0.0 {
             return Err(Error::config("route_scale", "must be positive"));
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps <= 0.0 {
             return Err(Error::config("rms_norm_eps", "must be positive"));
         }
-        if !(self.rope_theta > 1.0) {
+        if self.rope_theta <= 1.0 {
             return Err(Error::config("rope_theta", "must exceed 1"));
         }
         if let Some(y) = &self.yarn {
-            if !(y.factor >= 1.0) {
+            if y.factor < 1.0 {
                 return Err(Error::config("yarn.factor", "must be at least 1"));
             }
             if y.original_seq_len == 0 {
@@ -453,7 +454,7 @@ impl ModelConfig {
     /// Whether block `layer` has an MoE FFN (the released rule: past the dense layers,
     /// every `moe_layer_freq`-th one).
     pub fn is_moe_layer(&self, layer: usize) -> bool {
-        layer >= self.n_dense_layers && layer % self.moe_layer_freq == 0
+        layer >= self.n_dense_layers && layer.is_multiple_of(self.moe_layer_freq)
     }
 
     /// Attention's softmax scale: `1/sqrt(d_nope + d_rope)`, times YaRN's m² when active.

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod init;
 pub mod params;
 
 use crate::backend::{Backend, Routing};
@@ -165,14 +166,5 @@ impl<'m, B: Backend> Decoder<'m, B> {
         let trace = self.model.forward_traced(b, tokens, self.pos, Some(&mut self.caches), self.imp)?;
         self.pos += seq;
         Ok(trace.logits)
-    }
-
-    /// Bytes of the cache per token and layer, at `bytes_per_value`.
-    pub fn cache_bytes_per_token(cfg: &ModelConfig, imp: AttentionImpl, bytes_per_value: usize) -> usize {
-        bytes_per_value
-            * match imp {
-                AttentionImpl::Absorbed => cfg.kv_lora_rank + cfg.qk_rope_head_dim,
-                AttentionImpl::Naive => cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim),
-            }
     }
 }
