@@ -100,3 +100,35 @@ fn a_shard_missing_from_the_folder_is_named() {
     let err = checkpoint::load(tmp.path()).unwrap_err().to_string();
     assert!(err.contains("tensor `lm_head.weight`: listed in") && err.contains("but stored in"), "{err}");
 }
+
+#[test]
+fn f16_weights_load_exactly() {
+    // The train-v3-tiny weights rewritten as F16 with the safetensors crate (all are
+    // bf16-exact small values; those exact in f16 must come back bit for bit).
+    let src = goldens().join("train-v3-tiny");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut stored = Vec::new();
+    for (name, view) in st.iter() {
+        let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let f16: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        stored.push((name.to_string(), view.shape().to_vec(), f16, values));
+    }
+    let views: Vec<_> = stored
+        .iter()
+        .map(|(n, shape, b, _)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap())
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let ckpt = checkpoint::load(tmp.path()).unwrap();
+    assert_eq!(ckpt.stored_dtype, "F16");
+    for (name, _, got) in ckpt.params.leaves() {
+        let (_, _, _, values) = stored.iter().find(|(n, ..)| *n == name).unwrap();
+        for (g, v) in got.iter().zip(values) {
+            assert_eq!(*g, half::f16::from_f32(*v).to_f32(), "{name}");
+        }
+    }
+}

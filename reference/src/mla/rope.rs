@@ -102,6 +102,29 @@ mod tests {
             }
         }
 
+        /// `apply_rotary_emb`: each interleaved pair (x[2i], x[2i+1]) is the complex number
+        /// x[2i] + i·x[2i+1], multiplied by e^{i·(start + s)·θ_i}.
+        #[test]
+        fn rope_rotates_interleaved_pairs_as_complex_numbers(half in 1usize..6, seq in 1usize..6, heads in 1usize..3,
+                                                             start in 0usize..8, seed in 0u64..100) {
+            use crate::backend::{Backend, CpuBackend};
+            use rand::{Rng, SeedableRng};
+            let cfg = config(2 * half, 16, None);
+            let table = RopeTable::new(&cfg);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let x = ndarray::ArrayD::from_shape_simple_fn(ndarray::IxDyn(&[2, seq, heads, 2 * half]), || rng.random_range(-2.0f32..2.0));
+            let b = CpuBackend;
+            let y = b.rope_forward(&x, &table.cos.clone().into_dyn(), &table.sin.clone().into_dyn(), start).unwrap();
+            let freqs = frequencies(&cfg);
+            for ((bb, s, h, d), &out) in y.clone().into_dimensionality::<ndarray::Ix4>().unwrap().indexed_iter() {
+                let i = d / 2;
+                let angle = (start + s) as f64 * freqs[i] as f64;
+                let (re, im) = (x[[bb, s, h, 2 * i]] as f64, x[[bb, s, h, 2 * i + 1]] as f64);
+                let want = if d % 2 == 0 { re * angle.cos() - im * angle.sin() } else { re * angle.sin() + im * angle.cos() };
+                prop_assert!((out as f64 - want).abs() < 1e-5 * (1.0 + angle.abs()), "[{bb},{s},{h},{d}]: {out} vs {want}");
+            }
+        }
+
         #[test]
         fn table_holds_cos_and_sin_of_position_times_frequency(half in 1usize..16, seq in 1usize..64) {
             let cfg = config(2 * half, seq, None);
