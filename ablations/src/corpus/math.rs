@@ -221,7 +221,10 @@ impl Problem {
             Problem::LinearPair { a1, b1, c1, a2, b2, c2, x, .. } => {
                 let side = |a: i64, b: i64| {
                     let y = poly(&[0, b], 'y');
-                    let sep = if y.starts_with('-') { format!(" - {}", &y[1..]) } else { format!(" + {y}") };
+                    let sep = match y.strip_prefix('-') {
+                        Some(positive) => format!(" - {positive}"),
+                        None => format!(" + {y}"),
+                    };
                     format!("{}{sep}", poly(&[0, a], 'x'))
                 };
                 (format!("Solve {} = {c1}, {} = {c2} for x.", side(*a1, *b1), side(*a2, *b2)), x.to_string())
