@@ -44,7 +44,7 @@ impl Loader {
     /// `DataPosition { seed, ..Default::default() }`).
     pub fn new(sequences: Vec<u32>, seq_len: usize, pos: DataPosition) -> Result<Self> {
         let n = sequences.len() / seq_len.max(1);
-        if n == 0 || sequences.len() % seq_len != 0 {
+        if n == 0 || !sequences.len().is_multiple_of(seq_len) {
             return Err(Error::Input(format!("{} tokens do not make sequences of {seq_len}", sequences.len())));
         }
         if pos.cursor > n {
