@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod params;
+pub mod train;
 
 use crate::backend::{Backend, Routing};
 use crate::error::{Error, Result};
