@@ -19,6 +19,8 @@ enum Command {
     Logits(cmd::logits::LogitsArgs),
     /// Configuration, parameter counts and cache sizes of a checkpoint.
     Inspect(cmd::inspect::InspectArgs),
+    /// Train a model (AdamW, MTP, balancing) on a fixed batch or a text corpus.
+    Train(cmd::train::TrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Logits(args) => cmd::logits::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Train(args) => cmd::train::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

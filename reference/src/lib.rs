@@ -7,14 +7,18 @@
 //! by the goldens in `../shared/goldens`.
 
 pub mod backend;
+pub mod balance;
+pub mod data;
 pub mod error;
 pub mod fp8;
 pub mod io;
 pub mod mla;
 pub mod model;
 pub mod moe;
+pub mod mtp;
+pub mod train;
 
-pub use backend::{Backend, CpuBackend, RouteSpec, Routing, ScoreFunc};
+pub use backend::{AdamWStep, Backend, CpuBackend, RouteSpec, Routing, ScoreFunc};
 pub use error::{Error, Result};
 pub use mla::AttentionImpl;
 pub use model::{checkpoint, config::ModelConfig, params::Params, Decoder, Trace, Transformer};

@@ -4,8 +4,7 @@
 use ndarray::{s, Array2, ArrayD, Axis};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use v3lab_reference::model::init::init_params;
-use v3lab_reference::model::params::Layout;
+use v3lab_reference::train::init::init_params;
 use v3lab_reference::{AttentionImpl, Backend, CpuBackend, Decoder, ModelConfig, Transformer};
 
 /// Two f32 evaluations of one quantity in different association orders.
@@ -42,7 +41,7 @@ proptest! {
     fn naive_absorbed_and_decoding_agree(cfg in small_config(), seed in 0u64..1000, batch in 1usize..3, seq in 2usize..9) {
         let b = CpuBackend;
         // A larger init than the paper's so that attention is far from uniform.
-        let params = init_params(&cfg, Layout::default(), seed, 0.3);
+        let params = init_params(&cfg, 0.3, seed).unwrap();
         let model = Transformer::new(&b, cfg.clone(), &params).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let tokens = Array2::from_shape_simple_fn((batch, seq), || rng.random_range(0..cfg.vocab_size as i64));
@@ -75,7 +74,7 @@ fn decoding_past_the_cache_is_an_error() {
     });
     let cfg = ModelConfig::from_json(&json).unwrap();
     let b = CpuBackend;
-    let model = Transformer::new(&b, cfg.clone(), &init_params(&cfg, Layout::default(), 1, 0.1)).unwrap();
+    let model = Transformer::new(&b, cfg.clone(), &init_params(&cfg, 0.1, 1).unwrap()).unwrap();
     let mut dec = Decoder::new(&b, &model, AttentionImpl::Absorbed, 1, 2).unwrap();
     let two = b.upload_indices(ndarray::arr2(&[[1i64, 2]]).into_dyn().view()).unwrap();
     dec.step(&b, &two).unwrap();

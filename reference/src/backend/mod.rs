@@ -14,7 +14,7 @@
 
 mod cpu;
 
-pub use cpu::CpuBackend;
+pub use cpu::{Cpu, CpuBackend, CpuBackendF64, CpuFloat};
 
 use crate::error::Result;
 use ndarray::{ArrayD, ArrayViewD};
@@ -67,10 +67,28 @@ pub struct Dispatch<B: Backend> {
     pub offsets: Vec<usize>,
 }
 
+/// The hyper-parameters of one AdamW update (Loshchilov & Hutter, decoupled weight decay;
+/// DeepSeek-V3 §4.2: β1 0.9, β2 0.95, weight decay 0.1), for [`Backend::adamw_step`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// 0 for tensors that are not decayed (norm gains).
+    pub weight_decay: f32,
+    /// 1-based count of updates of this tensor, for the bias corrections.
+    pub step: u64,
+    /// Multiplies the gradient first (global-norm clipping's coefficient, 1 when unclipped).
+    pub grad_scale: f32,
+}
+
 /// Every operation v3lab's model code needs. The CPU backend is the executable
 /// specification; other backends are held to it by `v3lab-conformance`.
 pub trait Backend: Send + Sync + Sized + 'static {
-    /// A dense f32 tensor in row-major (standard) layout.
+    /// A dense floating-point tensor in row-major (standard) layout: f32 on every real
+    /// backend; f64 only in [`CpuBackendF64`], which runs the same code for the
+    /// finite-difference gradient checks.
     type Tensor: Clone + Send + Sync + std::fmt::Debug;
     /// A dense tensor of integer indices (tokens, experts, rows).
     type Indices: Clone + Send + Sync + std::fmt::Debug;
@@ -84,6 +102,11 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn download_indices(&self, t: &Self::Indices) -> Result<ArrayD<i64>>;
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
     fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+    /// The tensor widened to f64 (exact for f32 backends): host-side statistics (losses,
+    /// balance terms) are computed from it in f64.
+    fn download_f64(&self, t: &Self::Tensor) -> Result<ArrayD<f64>>;
+    /// A host f64 array in the backend's precision.
+    fn upload_f64(&self, host: ArrayViewD<'_, f64>) -> Result<Self::Tensor>;
 
     // ----- layout -------------------------------------------------------------------
     fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
@@ -101,6 +124,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     fn scale(&self, a: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
+    /// Sum over `axis`, kept with size 1 (the backward of `expand` and of a broadcast).
+    fn sum_axis(&self, t: &Self::Tensor, axis: usize) -> Result<Self::Tensor>;
 
     // ----- linear algebra -----------------------------------------------------------
     /// `x [.., K] · wᵀ` for `w [M, K]`: `[.., M]` (`nn.Linear` without bias).
@@ -108,13 +133,45 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// Batched product over the leading axis: `a [Bt, M, K] · b [Bt, K, N]`, with either
     /// operand transposed in its last two axes when asked.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor, trans_a: bool, trans_b: bool) -> Result<Self::Tensor>;
+    /// Backward of [`Backend::linear`] `y = x wᵀ`: `dx = dy w` `[.., K]` and
+    /// `dw = dyᵀ x` `[M, K]` (summed over every leading position).
+    fn linear_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor)> {
+        let dx = self.linear(dy, &self.permute(w, &[1, 0])?)?;
+        let (k, m) = (self.shape(x).last().copied().unwrap_or(1), self.shape(w)[0]);
+        let rows = self.shape(x).iter().product::<usize>() / k.max(1);
+        let dy3 = self.reshape(dy, &[1, rows, m])?;
+        let x3 = self.reshape(x, &[1, rows, k])?;
+        let dw = self.reshape(&self.matmul(&dy3, &x3, true, false)?, &[m, k])?;
+        Ok((dx, dw))
+    }
 
     // ----- norms, activations, rotary, embedding ------------------------------------
     /// RMSNorm over the last axis: `y = x / sqrt(mean(x²) + eps) · w`; also returns the
     /// reciprocal RMS `[..]` that the backward reuses.
     fn rms_norm_forward(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// Backward of RMSNorm with the saved reciprocal RMS `rstd`: with `n` the width,
+    /// `dx = rstd·(dy⊙w) − x·rstd³·⟨dy⊙w, x⟩/n` and `dw = Σ_rows dy⊙x·rstd`.
+    fn rms_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        rstd: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// `silu(gate) · up` (SwiGLU, the public code's `F.silu(w1(x)) * w3(x)`).
     fn swiglu_forward(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Backward of SwiGLU: `dgate = dy·up·σ(g)(1 + g(1 − σ(g)))`, `dup = dy·silu(g)`.
+    fn swiglu_backward(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// Rotary embedding on interleaved pairs `(x[2i], x[2i+1])` of the last axis of
     /// `x [B, S, H, R]`, position `start_pos + s`, angles given by `cos`/`sin [T, R/2]`.
     fn rope_forward(
@@ -124,9 +181,34 @@ pub trait Backend: Send + Sync + Sized + 'static {
         sin: &Self::Tensor,
         start_pos: usize,
     ) -> Result<Self::Tensor>;
+    /// Backward of the rotary embedding: the transposed rotation (angle −θ) applied to `dy`.
+    fn rope_backward(
+        &self,
+        dy: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        start_pos: usize,
+    ) -> Result<Self::Tensor>;
     /// Rows of `table [V, D]` for `tokens [..]`: `[.., D]`. Ids must be in range (checked
     /// before, where the tokens enter).
     fn embedding_forward(&self, table: &Self::Tensor, tokens: &Self::Indices) -> Result<Self::Tensor>;
+    /// Backward of the embedding: `dy [.., D]` scatter-added into a `[vocab, D]` gradient
+    /// (a token seen twice gets both rows).
+    fn embedding_backward(&self, tokens: &Self::Indices, dy: &Self::Tensor, vocab: usize) -> Result<Self::Tensor>;
+
+    // ----- loss ---------------------------------------------------------------------
+    /// Mean cross-entropy of `logits [N, V]` against `targets [N]`:
+    /// `1/N Σ_n (lse_n − logits[n, t_n])`; returns the loss (widened to f64) and the
+    /// log-sum-exp of each row `[N]` for the backward.
+    fn cross_entropy_forward(&self, logits: &Self::Tensor, targets: &Self::Indices) -> Result<(f64, Self::Tensor)>;
+    /// `dloss · (softmax(logits) − onehot(targets)) / N`.
+    fn cross_entropy_backward(
+        &self,
+        logits: &Self::Tensor,
+        lse: &Self::Tensor,
+        targets: &Self::Indices,
+        dloss: f32,
+    ) -> Result<Self::Tensor>;
 
     // ----- attention ----------------------------------------------------------------
     /// Causal softmax attention. `q [B, S, H, Dk]` at positions `q_offset..q_offset+S`,
@@ -140,6 +222,22 @@ pub trait Backend: Send + Sync + Sized + 'static {
         scale: f32,
         q_offset: usize,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// Backward of causal attention (FlashAttention-2's recomputation, Dao 2023, Alg. 2):
+    /// `P = exp(scale·q kᵀ − lse)` from the saved `lse [B, H, S]`, `dv = Pᵀ dout`,
+    /// `dP = dout vᵀ`, `dS = P ⊙ (dP − rowsum(dout ⊙ out))`, `dq = scale·dS k`,
+    /// `dk = scale·dSᵀ q`. Returns `(dq, dk, dv)` shaped as `(q, k, v)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        out: &Self::Tensor,
+        lse: &Self::Tensor,
+        dout: &Self::Tensor,
+        scale: f32,
+        q_offset: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
 
     /// Attention over MLA's absorbed latent cache (the public code's `attn_impl="absorb"`):
     /// `scores = (q_latent · kv_latentᵀ + q_pe · k_peᵀ) · scale`, `out = softmax · kv_latent`.
@@ -164,11 +262,43 @@ pub trait Backend: Send + Sync + Sized + 'static {
         Ok(self.attention_forward(&q, &k, &v, scale, q_offset)?.0)
     }
 
+    // ----- optimizer ----------------------------------------------------------------
+    /// One AdamW update of `param` in place, with its moments `m`, `v` (same shape), exactly
+    /// as `torch.optim.AdamW`'s single-tensor path: `g = grad·grad_scale`;
+    /// `p ← p·(1 − lr·wd)`; `m ← m + (g − m)(1 − β1)`; `v ← v·β2 + (1 − β2)·g²`;
+    /// `p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)`. Scalars are formed in f64, then f32.
+    fn adamw_step(
+        &self,
+        param: &mut Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        h: &AdamWStep,
+    ) -> Result<()>;
+
+    /// `Σ x²` accumulated in f64 (global gradient norm; non-finite when any element is).
+    fn sum_squares(&self, t: &Self::Tensor) -> Result<f64> {
+        Ok(self.download(t)?.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
+    }
+
     // ----- routing and expert dispatch ----------------------------------------------
     /// The gate after its linear map: `logits [N, E]` → scores (sigmoid or softmax), the
     /// selection `bias [E]` added for choosing only, group limit, top-k, weights from the
     /// unbiased scores (public code: `Gate.forward`).
     fn route(&self, logits: &Self::Tensor, bias: Option<&Self::Tensor>, spec: &RouteSpec) -> Result<Routing<Self>>;
+    /// Backward of [`Backend::route`] to the gate logits `[N, E]`. The combine weights are
+    /// differentiated through the unbiased scores of the chosen experts only (the choice
+    /// itself and the selection bias get no gradient): for normalised weights
+    /// `w_j = r·s_j / Σ_k s_k` over the chosen, `ds_j = (r/Σs)(dw_j − Σ_k dw_k w_k / r)`.
+    /// `dscores [N, E]` (e.g. from a balance loss) adds to every score's gradient. Then
+    /// through the score function: `σ(1 − σ)` for sigmoid, the softmax Jacobian otherwise.
+    fn route_backward(
+        &self,
+        routing: &Routing<Self>,
+        dweights: &Self::Tensor,
+        dscores: Option<&Self::Tensor>,
+        spec: &RouteSpec,
+    ) -> Result<Self::Tensor>;
 
     /// Rows `rows [M]` of `x [N, D]`: `[M, D]`.
     fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Indices) -> Result<Self::Tensor>;

@@ -11,6 +11,7 @@
 //!   holds only `kv_norm(c_kv)` and `k^R`: C + R values per token and layer.
 
 pub mod rope;
+pub mod train;
 
 use crate::backend::Backend;
 use crate::error::Result;

@@ -5,8 +5,8 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod init;
 pub mod params;
+pub mod train;
 
 use crate::backend::{Backend, Routing};
 use crate::error::{Error, Result};

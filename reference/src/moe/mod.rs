@@ -8,6 +8,8 @@
 //! sigmoid (eq. 13) and multiplied by the route scale. The arithmetic of routing lives in
 //! `Backend::route` (CPU: `backend/cpu.rs`), this module composes it with the experts.
 
+pub mod train;
+
 use crate::backend::{Backend, Routing};
 use crate::error::Result;
 use crate::model::config::ModelConfig;
@@ -16,7 +18,7 @@ use crate::model::params::{MlpParams, MoeParams};
 /// SwiGLU feed-forward, `w2(silu(w1 x) · w3 x)`: the dense blocks, each routed expert and
 /// the shared experts.
 pub fn mlp_forward<B: Backend>(b: &B, p: &MlpParams<B::Tensor>, x: &B::Tensor) -> Result<B::Tensor> {
-    b.linear(&b.swiglu_forward(&b.linear(x, &p.w1)?, &b.linear(x, &p.w3)?)?, &p.w2)
+    Ok(train::mlp_forward_train(b, p, x)?.0)
 }
 
 /// The gate on `x [N, D]`.
@@ -36,34 +38,8 @@ pub fn moe_forward<B: Backend>(
     p: &MoeParams<B::Tensor>,
     x: &B::Tensor,
 ) -> Result<(B::Tensor, Routing<B>)> {
-    let shape = b.shape(x);
-    let d = cfg.dim;
-    let x = b.reshape(x, &[shape.iter().product::<usize>() / d, d])?;
-    let n = b.shape(&x)[0];
-    let routing = gate_forward(b, cfg, p, &x)?;
-
-    // Group the (token, expert) pairs by expert, run each expert on its block of rows,
-    // weight each row by its gate value and add it back to its token.
-    let dispatch = b.expert_dispatch(&routing.indices, cfg.n_routed_experts)?;
-    let rows = b.gather_rows(&x, &dispatch.token_rows)?;
-    let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
-    let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
-    let mut outputs = Vec::new();
-    for (e, expert) in p.experts.iter().enumerate() {
-        let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
-        if end > start {
-            outputs.push(mlp_forward(b, expert, &b.narrow(&rows, 0, start, end - start)?)?);
-        }
-    }
-    let mut y = b.zeros(&[n, d])?;
-    if !outputs.is_empty() {
-        let routed = b.mul(&b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?, &row_weights)?;
-        y = b.scatter_add_rows(&y, &dispatch.token_rows, &routed)?;
-    }
-    if let Some(shared) = &p.shared {
-        y = b.add(&y, &mlp_forward(b, shared, &x)?)?;
-    }
-    Ok((b.reshape(&y, &shape)?, routing))
+    let (y, saved) = train::moe_forward_train(b, cfg, p, x)?;
+    Ok((y, saved.routing))
 }
 
 #[cfg(test)]

@@ -1,0 +1,150 @@
+//! Tokenizers. DeepSeek-V3 uses byte-level BPE with a 128K vocabulary (§4.1); v3lab's
+//! default is the plain byte-level tokenizer (ids 0..255 are the bytes) plus the special
+//! tokens the data pipeline needs, so a model of vocabulary 260 can read any text. BPE
+//! through the `tokenizers` crate is the cargo feature `bpe`.
+
+use crate::error::{Error, Result};
+
+/// Special tokens, named as in DeepSeek's tokenizer (`<｜end▁of▁sentence｜>`, `<｜fim▁begin｜>`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    /// Closes every document in a packed sequence.
+    EndOfDocument,
+    /// Opens a Fill-in-the-Middle document (PSM: before the prefix).
+    FimBegin,
+    /// Marks where the middle was cut out (PSM: between prefix and suffix).
+    FimHole,
+    /// Ends the suffix; the middle follows (PSM).
+    FimEnd,
+}
+
+impl Special {
+    pub const ALL: [Special; 4] = [Special::EndOfDocument, Special::FimBegin, Special::FimHole, Special::FimEnd];
+
+    /// The token's text in DeepSeek's vocabulary.
+    pub fn text(self) -> &'static str {
+        match self {
+            Special::EndOfDocument => "<｜end▁of▁sentence｜>",
+            Special::FimBegin => "<｜fim▁begin｜>",
+            Special::FimHole => "<｜fim▁hole｜>",
+            Special::FimEnd => "<｜fim▁end｜>",
+        }
+    }
+}
+
+/// Text to ids and back.
+pub trait Tokenizer: Send + Sync {
+    /// Ids of `text`; special-token text inside `text` is ordinary text, never a special id.
+    fn encode(&self, text: &str) -> Result<Vec<u32>>;
+    /// Text of `ids` (special tokens spelled out; invalid UTF-8 replaced).
+    fn decode(&self, ids: &[u32]) -> String;
+    fn vocab_size(&self) -> usize;
+    fn special(&self, s: Special) -> u32;
+}
+
+/// Bytes are ids 0..255; the special tokens follow in the order of [`Special::ALL`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByteTokenizer;
+
+impl Tokenizer for ByteTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(text.bytes().map(u32::from).collect())
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        let mut out = String::new();
+        let mut bytes = Vec::new();
+        for &id in ids {
+            if id < 256 {
+                bytes.push(id as u8);
+                continue;
+            }
+            out.push_str(&String::from_utf8_lossy(&std::mem::take(&mut bytes)));
+            out.push_str(Special::ALL.get(id as usize - 256).map_or("<｜unk｜>", |s| s.text()));
+        }
+        out.push_str(&String::from_utf8_lossy(&bytes));
+        out
+    }
+
+    fn vocab_size(&self) -> usize {
+        256 + Special::ALL.len()
+    }
+
+    fn special(&self, s: Special) -> u32 {
+        256 + Special::ALL.iter().position(|&x| x == s).expect("listed") as u32
+    }
+}
+
+/// A `tokenizer.json` (Hugging Face `tokenizers`), e.g. a byte-level BPE. Its vocabulary must
+/// hold the four special tokens under their DeepSeek spellings.
+#[cfg(feature = "bpe")]
+pub struct BpeTokenizer {
+    inner: tokenizers::Tokenizer,
+    specials: [u32; 4],
+}
+
+#[cfg(feature = "bpe")]
+impl BpeTokenizer {
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::file(path, e))?;
+        let mut specials = [0; 4];
+        for (slot, s) in specials.iter_mut().zip(Special::ALL) {
+            *slot = inner
+                .token_to_id(s.text())
+                .ok_or_else(|| Error::file(path, format!("vocabulary lacks the special token `{}`", s.text())))?;
+        }
+        Ok(BpeTokenizer { inner, specials })
+    }
+}
+
+#[cfg(feature = "bpe")]
+impl Tokenizer for BpeTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Input(format!("BPE encoding failed: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+    fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+    fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+    fn special(&self, s: Special) -> u32 {
+        self.specials[Special::ALL.iter().position(|&x| x == s).expect("listed")]
+    }
+}
+
+/// The tokenizer a [`TokenizerSpec`](crate::train::config::TokenizerSpec) names.
+pub fn from_spec(spec: &crate::train::config::TokenizerSpec) -> Result<Box<dyn Tokenizer>> {
+    match spec {
+        crate::train::config::TokenizerSpec::Byte => Ok(Box::new(ByteTokenizer)),
+        #[cfg(feature = "bpe")]
+        crate::train::config::TokenizerSpec::Bpe { path } => Ok(Box::new(BpeTokenizer::from_file(path)?)),
+        #[cfg(not(feature = "bpe"))]
+        crate::train::config::TokenizerSpec::Bpe { .. } => Err(Error::config(
+            "data.tokenizer.bpe",
+            "this build has no BPE support: rebuild with `--features bpe` (the `tokenizers` crate)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_and_specials_are_distinct() {
+        let t = ByteTokenizer;
+        let text = "héllo, wörld ✓";
+        let ids = t.encode(text).unwrap();
+        assert_eq!(ids.len(), text.len());
+        assert_eq!(t.decode(&ids), text);
+        let specials: Vec<u32> = Special::ALL.iter().map(|&s| t.special(s)).collect();
+        assert_eq!(specials, [256, 257, 258, 259]);
+        assert_eq!(t.vocab_size(), 260);
+        let with_eos = [ids.clone(), vec![t.special(Special::EndOfDocument)]].concat();
+        assert_eq!(t.decode(&with_eos), format!("{text}<｜end▁of▁sentence｜>"));
+        // Special-token text inside a document stays bytes.
+        assert!(t.encode(Special::FimHole.text()).unwrap().iter().all(|&i| i < 256));
+    }
+}

@@ -1,0 +1,180 @@
+//! Forward with saved activations and hand-written backward of the feed-forward blocks
+//! (DeepSeek-V3 eq. 12 and the gate of eqs. 13–16), side by side in the style of llm.c.
+//! The forward used for inference ([`super::moe_forward`], [`super::mlp_forward`]) is this
+//! forward with the saved activations dropped.
+
+use crate::backend::{Backend, Dispatch, Routing};
+use crate::error::Result;
+use crate::model::config::ModelConfig;
+use crate::model::params::{MlpParams, MoeParams};
+
+/// What [`mlp_forward_train`] keeps for the backward. `[.., D]` is the input's shape, F the
+/// hidden width.
+#[derive(Debug, Clone)]
+pub struct MlpSaved<T> {
+    /// Input `[.., D]`.
+    pub x: T,
+    /// `w1 x` `[.., F]` (SwiGLU's gate).
+    pub gate: T,
+    /// `w3 x` `[.., F]`.
+    pub up: T,
+    /// `silu(gate) · up` `[.., F]`.
+    pub act: T,
+}
+
+/// SwiGLU FFN `w2(silu(w1 x) · w3 x)` (the dense blocks, each routed and the shared experts).
+pub fn mlp_forward_train<B: Backend>(
+    b: &B,
+    p: &MlpParams<B::Tensor>,
+    x: &B::Tensor,
+) -> Result<(B::Tensor, MlpSaved<B::Tensor>)> {
+    let gate = b.linear(x, &p.w1)?;
+    let up = b.linear(x, &p.w3)?;
+    let act = b.swiglu_forward(&gate, &up)?;
+    Ok((b.linear(&act, &p.w2)?, MlpSaved { x: x.clone(), gate, up, act }))
+}
+
+/// Backward of [`mlp_forward_train`]: `(dx, grads)`.
+pub fn mlp_backward<B: Backend>(
+    b: &B,
+    p: &MlpParams<B::Tensor>,
+    dy: &B::Tensor,
+    s: &MlpSaved<B::Tensor>,
+) -> Result<(B::Tensor, MlpParams<B::Tensor>)> {
+    let (dact, w2) = b.linear_backward(&s.act, &p.w2, dy)?;
+    let (dgate, dup) = b.swiglu_backward(&s.gate, &s.up, &dact)?;
+    let (dx1, w1) = b.linear_backward(&s.x, &p.w1, &dgate)?;
+    let (dx3, w3) = b.linear_backward(&s.x, &p.w3, &dup)?;
+    Ok((b.add(&dx1, &dx3)?, MlpParams { w1, w2, w3 }))
+}
+
+/// What [`moe_forward_train`] keeps. N tokens, K experts per token, D width.
+#[derive(Debug, Clone)]
+pub struct MoeSaved<B: Backend> {
+    /// The input's shape `[.., D]`.
+    pub shape: Vec<usize>,
+    /// Input flattened `[N, D]`.
+    pub x: B::Tensor,
+    /// The gate's decision: weights `[N, K]`, indices `[N, K]`, unbiased scores `[N, E]`.
+    pub routing: Routing<B>,
+    /// The `N·K` (token, expert) pairs sorted by expert.
+    pub dispatch: Dispatch<B>,
+    /// The combine weight of each dispatched row `[N·K, 1]`.
+    pub row_weights: B::Tensor,
+    /// Per routed expert, its saved activations (None when it got no token).
+    pub experts: Vec<Option<MlpSaved<B::Tensor>>>,
+    /// Unweighted expert outputs of the dispatched rows `[N·K, D]` (None when N = 0).
+    pub expert_out: Option<B::Tensor>,
+    pub shared: Option<MlpSaved<B::Tensor>>,
+}
+
+/// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`.
+pub fn moe_forward_train<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MoeParams<B::Tensor>,
+    x: &B::Tensor,
+) -> Result<(B::Tensor, MoeSaved<B>)> {
+    let shape = b.shape(x);
+    let d = cfg.dim;
+    let x = b.reshape(x, &[shape.iter().product::<usize>() / d, d])?;
+    let n = b.shape(&x)[0];
+    let routing = super::gate_forward(b, cfg, p, &x)?;
+
+    // Group the (token, expert) pairs by expert, run each expert on its block of rows,
+    // weight each row by its gate value and add it back to its token.
+    let dispatch = b.expert_dispatch(&routing.indices, cfg.n_routed_experts)?;
+    let rows = b.gather_rows(&x, &dispatch.token_rows)?;
+    let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
+    let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
+    let (mut outputs, mut experts) = (Vec::new(), Vec::new());
+    for (e, expert) in p.experts.iter().enumerate() {
+        let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
+        experts.push(if end > start {
+            let (y, saved) = mlp_forward_train(b, expert, &b.narrow(&rows, 0, start, end - start)?)?;
+            outputs.push(y);
+            Some(saved)
+        } else {
+            None
+        });
+    }
+    let mut y = b.zeros(&[n, d])?;
+    let expert_out = if outputs.is_empty() { None } else { Some(b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?) };
+    if let Some(out) = &expert_out {
+        y = b.scatter_add_rows(&y, &dispatch.token_rows, &b.mul(out, &row_weights)?)?;
+    }
+    let shared = match &p.shared {
+        Some(sp) => {
+            let (ys, saved) = mlp_forward_train(b, sp, &x)?;
+            y = b.add(&y, &ys)?;
+            Some(saved)
+        }
+        None => None,
+    };
+    let saved = MoeSaved { shape: shape.clone(), x, routing, dispatch, row_weights, experts, expert_out, shared };
+    Ok((b.reshape(&y, &shape)?, saved))
+}
+
+/// Backward of [`moe_forward_train`]. `dscores [N, E]`, when given, is an extra gradient on
+/// the gate's unbiased scores (from a balance loss). The selection bias gets a zero
+/// gradient: it only chooses. Returns `(dx [.., D], grads)`.
+pub fn moe_backward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MoeParams<B::Tensor>,
+    dy: &B::Tensor,
+    s: &MoeSaved<B>,
+    dscores: Option<&B::Tensor>,
+) -> Result<(B::Tensor, MoeParams<B::Tensor>)> {
+    let (n, d, k) = (b.shape(&s.x)[0], cfg.dim, cfg.n_activated_experts);
+    let dy = b.reshape(dy, &[n, d])?;
+    let mut dx = b.zeros(&[n, d])?;
+    let mut dweights = b.zeros(&[n * k, 1])?;
+    let mut experts = Vec::with_capacity(p.experts.len());
+    if let Some(out) = &s.expert_out {
+        // y[token] += w_row · out_row: the rows' gradient, and each weight's ⟨dy, out⟩.
+        let drouted = b.gather_rows(&dy, &s.dispatch.token_rows)?;
+        let drow_weights = b.sum_axis(&b.mul(&drouted, out)?, 1)?;
+        dweights = b.scatter_add_rows(&dweights, &s.dispatch.slots, &drow_weights)?;
+        let dout = b.mul(&drouted, &s.row_weights)?;
+        let mut drows = Vec::new();
+        for (e, (expert, saved)) in p.experts.iter().zip(&s.experts).enumerate() {
+            let (start, end) = (s.dispatch.offsets[e], s.dispatch.offsets[e + 1]);
+            match saved {
+                Some(saved) => {
+                    let (dr, g) = mlp_backward(b, expert, &b.narrow(&dout, 0, start, end - start)?, saved)?;
+                    drows.push(dr);
+                    experts.push(g);
+                }
+                None => experts.push(zeros_like_mlp(b, expert)?),
+            }
+        }
+        let drows = b.concat(&drows.iter().collect::<Vec<_>>(), 0)?;
+        dx = b.scatter_add_rows(&dx, &s.dispatch.token_rows, &drows)?;
+    } else {
+        for expert in &p.experts {
+            experts.push(zeros_like_mlp(b, expert)?);
+        }
+    }
+    let shared = match (&p.shared, &s.shared) {
+        (Some(sp), Some(saved)) => {
+            let (dxs, g) = mlp_backward(b, sp, &dy, saved)?;
+            dx = b.add(&dx, &dxs)?;
+            Some(g)
+        }
+        _ => None,
+    };
+    let dweights = b.reshape(&dweights, &[n, k])?;
+    let dlogits = b.route_backward(&s.routing, &dweights, dscores, &cfg.route_spec())?;
+    let (dxg, gate) = b.linear_backward(&s.x, &p.gate, &dlogits)?;
+    dx = b.add(&dx, &dxg)?;
+    let gate_bias = match &p.gate_bias {
+        Some(bias) => Some(b.zeros(&b.shape(bias))?),
+        None => None,
+    };
+    Ok((b.reshape(&dx, &s.shape)?, MoeParams { gate, gate_bias, experts, shared }))
+}
+
+fn zeros_like_mlp<B: Backend>(b: &B, p: &MlpParams<B::Tensor>) -> Result<MlpParams<B::Tensor>> {
+    Ok(MlpParams { w1: b.zeros(&b.shape(&p.w1))?, w2: b.zeros(&b.shape(&p.w2))?, w3: b.zeros(&b.shape(&p.w3))? })
+}

@@ -1,0 +1,155 @@
+//! Multi-Token Prediction (DeepSeek-V3 §2.2, eqs. 21–25; Gloeckle et al. 2024), of any
+//! depth D. Module k (1-based) predicts the token k+1 ahead of position i:
+//!
+//! - `h'^k_i = M_k [RMSNorm(Emb(t_{i+k})); RMSNorm(h^{k-1}_i)]` (eq. 21; embedding first,
+//!   as the released `eh_proj` weights are laid out),
+//! - `h^k_{1:T−k} = TRM_k(h'^k_{1:T−k})` (eq. 22): one decoder block over positions
+//!   `0..S−k`, with the main model's rotary table,
+//! - `P^k = OutHead(norm_k(h^k))` (eq. 23): its own final norm (`shared_head.norm`) and the
+//!   shared output head (or the module's own copy when the checkpoint has one),
+//! - `L^k = CE(P^k_{0..S−k−1}, t_{k+1..S})` (eq. 24); the objective adds `λ/D Σ_k L^k` (eq. 25).
+//!
+//! h^0 is the main model's hidden state after its final norm (as the goldens define it);
+//! for k ≥ 1 the state handed on, h^k, is likewise the one module k feeds its head (after
+//! its own norm), so every depth sees its predecessor exactly as its head does. The modules
+//! are dropped at evaluation (the main model's logits never depend on them).
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::params::{MtpParams, Params};
+use crate::model::train::{block_backward, block_forward_train, BlockSaved};
+use crate::model::Transformer;
+
+/// What [`forward_train`] keeps for module k; `S_k = S − k` positions, every tensor
+/// `[B, S_k, D]` unless said otherwise.
+#[derive(Debug, Clone)]
+pub struct MtpSaved<B: Backend> {
+    /// k (1-based).
+    pub depth: usize,
+    /// Positions of the previous depth's state `S − k + 1`.
+    pub prev_len: usize,
+    /// `t_{i+k}` `[B, S_k]`.
+    pub tokens: B::Indices,
+    /// `Emb(t_{i+k})` and its reciprocal RMS `[B, S_k]`.
+    pub emb: B::Tensor,
+    pub emb_rstd: B::Tensor,
+    /// `h^{k−1}` on the first `S_k` positions and its reciprocal RMS `[B, S_k]`.
+    pub h_prev: B::Tensor,
+    pub h_rstd: B::Tensor,
+    /// `[enorm(emb); hnorm(h)]` `[B, S_k, 2D]`.
+    pub cat: B::Tensor,
+    pub block: BlockSaved<B>,
+    /// The block's output (before `shared_head.norm`) and that norm's rstd `[B, S_k]`.
+    pub block_out: B::Tensor,
+    pub head_rstd: B::Tensor,
+    /// `h^k`: after `shared_head.norm`, what the head reads.
+    pub hidden: B::Tensor,
+}
+
+/// `t[:, start..start + len]` of `tokens [B, S]` (on the host: indices are small).
+pub fn token_window<B: Backend>(b: &B, tokens: &B::Indices, start: usize, len: usize) -> Result<B::Indices> {
+    let host = b.download_indices(tokens)?;
+    if host.ndim() != 2 || start + len > host.shape()[1] {
+        return Err(Error::Input(format!("positions {start}..{} of tokens {:?}", start + len, host.shape())));
+    }
+    b.upload_indices(host.slice_axis(ndarray::Axis(1), (start..start + len).into()).into_dyn())
+}
+
+/// The embedding and head module k uses: its own copies, or the main model's.
+fn embed_head<'a, T>(params: &'a Params<T>, p: &'a MtpParams<T>) -> (&'a T, &'a T) {
+    (p.embed.as_ref().unwrap_or(&params.embed), p.head.as_ref().unwrap_or(&params.head))
+}
+
+/// Module `depth` (1-based) on `tokens [B, S]` and the previous depth's state
+/// `h_prev [B, S − depth + 1, D]`: `(logits [B, S − depth, V], saved)`; `saved.hidden` is
+/// h^depth for the next module.
+pub fn forward_train<B: Backend>(
+    b: &B,
+    model: &Transformer<B>,
+    depth: usize,
+    tokens: &B::Indices,
+    h_prev: &B::Tensor,
+) -> Result<(B::Tensor, MtpSaved<B>)> {
+    let p = model.params.mtp.get(depth.wrapping_sub(1)).ok_or_else(|| {
+        Error::Input(format!("MTP depth {depth} but the model has {} modules", model.params.mtp.len()))
+    })?;
+    let (cfg, eps) = (&model.cfg, model.cfg.rms_norm_eps);
+    let prev_len = b.shape(h_prev)[1];
+    let len =
+        prev_len.checked_sub(1).filter(|&l| l > 0).ok_or_else(|| Error::Input("sequence too short for MTP".into()))?;
+    let (embed, head) = embed_head(&model.params, p);
+    let tokens = token_window(b, tokens, depth, len)?;
+    let emb = b.embedding_forward(embed, &tokens)?;
+    let (e_norm, emb_rstd) = b.rms_norm_forward(&emb, &p.enorm, eps)?;
+    let h_prev = b.narrow(h_prev, 1, 0, len)?;
+    let (h_norm, h_rstd) = b.rms_norm_forward(&h_prev, &p.hnorm, eps)?;
+    let cat = b.concat(&[&e_norm, &h_norm], 2)?;
+    let (block_out, block) = block_forward_train(b, cfg, &model.rope(), &p.block, &b.linear(&cat, &p.eh_proj)?)?;
+    let (hidden, head_rstd) = b.rms_norm_forward(&block_out, &p.head_norm, eps)?;
+    let logits = b.linear(&hidden, head)?;
+    let saved =
+        MtpSaved { depth, prev_len, tokens, emb, emb_rstd, h_prev, h_rstd, cat, block, block_out, head_rstd, hidden };
+    Ok((logits, saved))
+}
+
+/// Gradients out of module k's backward.
+#[derive(Debug, Clone)]
+pub struct MtpGrads<T> {
+    /// `d h^{k−1}` `[B, S − k + 1, D]` (zero on the last position, which module k never reads).
+    pub dh_prev: T,
+    /// The module's own tensors (`embed`/`head` present iff the module has its own).
+    pub params: MtpParams<T>,
+    /// Contributions to the main model's embedding and head when they are shared.
+    pub shared_embed: Option<T>,
+    pub shared_head: Option<T>,
+}
+
+/// Backward of [`forward_train`] from `dlogits [B, S_k, V]` and the gradient on h^k from
+/// the next module (if any); `dscores` adds to the block's gate scores (balance loss).
+pub fn backward<B: Backend>(
+    b: &B,
+    model: &Transformer<B>,
+    dlogits: &B::Tensor,
+    dhidden: Option<&B::Tensor>,
+    s: &MtpSaved<B>,
+    dscores: Option<&B::Tensor>,
+) -> Result<MtpGrads<B::Tensor>> {
+    let p = &model.params.mtp[s.depth - 1];
+    let (_, head) = embed_head(&model.params, p);
+    let (mut dhidden_total, dhead) = b.linear_backward(&s.hidden, head, dlogits)?;
+    if let Some(extra) = dhidden {
+        dhidden_total = b.add(&dhidden_total, extra)?;
+    }
+    let (dblock_out, head_norm) = b.rms_norm_backward(&s.block_out, &p.head_norm, &s.head_rstd, &dhidden_total)?;
+    let (dproj, block) = block_backward(b, &model.cfg, &model.rope(), &p.block, &dblock_out, &s.block, dscores)?;
+    let (dcat, eh_proj) = b.linear_backward(&s.cat, &p.eh_proj, &dproj)?;
+    let d = model.cfg.dim;
+    let (de_norm, dh_norm) = (b.narrow(&dcat, 2, 0, d)?, b.narrow(&dcat, 2, d, d)?);
+    let (demb, enorm) = b.rms_norm_backward(&s.emb, &p.enorm, &s.emb_rstd, &de_norm)?;
+    let (dh, hnorm) = b.rms_norm_backward(&s.h_prev, &p.hnorm, &s.h_rstd, &dh_norm)?;
+    let bsz = b.shape(&dh)[0];
+    let dh_prev = b.concat(&[&dh, &b.zeros(&[bsz, s.prev_len - b.shape(&dh)[1], d])?], 1)?;
+    let dembed = b.embedding_backward(&s.tokens, &demb, model.cfg.vocab_size)?;
+    let (embed, shared_embed) = if p.embed.is_some() { (Some(dembed), None) } else { (None, Some(dembed)) };
+    let (head, shared_head) = if p.head.is_some() { (Some(dhead), None) } else { (None, Some(dhead)) };
+    Ok(MtpGrads {
+        dh_prev,
+        params: MtpParams { enorm, hnorm, eh_proj, block, head_norm, embed, head },
+        shared_embed,
+        shared_head,
+    })
+}
+
+/// Logits of every MTP module for `tokens [B, S]` (no gradients): depth k's logits are
+/// `[B, S − k, V]`, predicting `t_{i+k+1}` at position i.
+pub fn forward<B: Backend>(b: &B, model: &Transformer<B>, tokens: &B::Indices, depth: usize) -> Result<Vec<B::Tensor>> {
+    let (_, saved) = model.forward_train(b, tokens)?;
+    let mut h = saved.final_hidden;
+    let mut out = Vec::with_capacity(depth);
+    for k in 1..=depth {
+        let (logits, s) = forward_train(b, model, k, tokens, &h)?;
+        h = s.hidden;
+        out.push(logits);
+    }
+    Ok(out)
+}

@@ -1,0 +1,128 @@
+//! `v3lab train --checkpoint DIR --tokens FILE --config FILE --out DIR`: trains the model
+//! of DIR (DeepSeek-V3 §4.2: AdamW, clipping, the schedule; §2.2 MTP; §2.1.2 balancing).
+//!
+//! - `--tokens FILE`: safetensors with an I64 `tokens` [B, S], the batch of every step;
+//!   `--corpus FILE` instead trains on a text corpus (`.jsonl` with `text`, or blank-line
+//!   separated text), packed and split as `train.json`'s `data` section says.
+//! - `--config FILE`: `train.json` (the form of `../shared/goldens/train-v3-tiny/train.json`).
+//! - `--out DIR` receives `metrics.jsonl` (one JSON object per step: `step`, `total`, `main`,
+//!   `mtp`, `aux` before the update, `grad_norm` before clipping, ...), `model.safetensors`
+//!   (released names, MTP layers included), `config.json`, and resumable checkpoints in
+//!   `checkpoints/step-NNNNNN/`.
+//! - `--resume`: DIR is such a checkpoint; the run continues exactly where it stopped.
+//! - `--init-seed N`: ignore DIR's weights (it may hold only `config.json`) and start from
+//!   the paper's random initialisation (std 0.006), seeded by N.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+use v3lab::data::{tokenizer::from_spec, Corpus, DataPosition, Loader};
+use v3lab::model::config::ModelConfig;
+use v3lab::train::init::{init_params, INIT_STD};
+use v3lab::train::trainer::Batches;
+use v3lab::train::{TrainConfig, Trainer};
+use v3lab::{checkpoint, CpuBackend, Transformer};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model folder: config.json and weights (or a training checkpoint with --resume).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Safetensors file with an I64 tensor `tokens` [B, S]: the batch of every step.
+    #[arg(long, conflicts_with = "corpus", required_unless_present = "corpus")]
+    pub tokens: Option<PathBuf>,
+    /// A text corpus instead (.jsonl with a `text` field per line, or blank-line separated text).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// train.json: steps, lr, betas, eps, weight_decay, clip_norm, mtp_depth, mtp_lambda, balance, ...
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder: metrics.jsonl, model.safetensors, config.json, checkpoints/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run saved in the --checkpoint folder (a checkpoints/step-N folder).
+    #[arg(long)]
+    pub resume: bool,
+    /// Start from random weights (std 0.006) drawn from this seed; only config.json is read.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_seed: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<Batches> {
+    if let Some(path) = &args.tokens {
+        let tokens = super::logits::read_tokens(path)?;
+        if tokens.ncols() < 2 {
+            bail!("{}: tensor `tokens` needs at least 2 positions to predict a next token", path.display());
+        }
+        return Ok(Batches::Fixed(tokens));
+    }
+    let path = args.corpus.as_ref().expect("clap requires --tokens or --corpus");
+    let tok = from_spec(&cfg.data.tokenizer).with_context(|| format!("{}", args.config.display()))?;
+    let corpus = Corpus::build(path, tok.as_ref(), &cfg.data)?;
+    eprintln!(
+        "corpus {}: {} training sequences ({} documents), {} validation sequences ({} documents) of {} tokens",
+        path.display(),
+        corpus.n_train(),
+        corpus.n_docs.0,
+        corpus.n_val(),
+        corpus.n_docs.1,
+        corpus.seq_len
+    );
+    let pos = DataPosition { seed: cfg.data.seed, ..Default::default() };
+    Ok(Batches::Corpus { loader: Loader::new(corpus.train, corpus.seq_len, pos)?, val: corpus.val })
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = TrainConfig::from_file(&args.config)?;
+    let data = batches(args, &cfg)?;
+    let b = CpuBackend::default();
+    let mut trainer = if args.resume {
+        Trainer::resume(&b, &args.checkpoint, cfg, data)?
+    } else {
+        let (config, params) = match args.init_seed {
+            Some(seed) => {
+                let config = ModelConfig::from_file(&args.checkpoint.join("config.json"))?;
+                let params = init_params(&config, INIT_STD, seed)?;
+                (config, params)
+            }
+            None => {
+                let ckpt = checkpoint::load(&args.checkpoint)?;
+                (ckpt.config, ckpt.params)
+            }
+        };
+        let model = Transformer::new(&b, config, &params)?;
+        Trainer::new(&b, model, cfg, data).map_err(|e| match &args.tokens {
+            Some(path) => anyhow::Error::new(e).context(format!("{}: tensor `tokens`", path.display())),
+            None => e.into(),
+        })?
+    };
+    let total = trainer.cfg.steps as u64;
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_position(trainer.step as u64);
+    let (start, tokens_before) = (Instant::now(), trainer.tokens_seen());
+    trainer.run(&args.out, |m| {
+        let secs = start.elapsed().as_secs_f64();
+        bar.set_message(format!(
+            "loss {:.4} (main {:.4}) |g| {:.3} lr {:.2e} {:.0} tok/s{}",
+            m.total,
+            m.main,
+            m.grad_norm,
+            m.lr,
+            (m.tokens - tokens_before) as f64 / secs,
+            m.val_loss.map_or(String::new(), |v| format!(" val {v:.4}"))
+        ));
+        bar.inc(1);
+    })?;
+    bar.finish();
+    eprintln!("wrote {} (model.safetensors, config.json, metrics.jsonl, checkpoints/)", args.out.display());
+    Ok(())
+}
