@@ -156,3 +156,82 @@ fn bad_input_fails_with_a_clear_message() {
     assert!(msg.contains("tokens.safetensors") && msg.contains("300") && msg.contains("[0, 2]"), "{msg}");
     assert!(!msg.contains("panicked"), "{msg}");
 }
+
+#[test]
+fn trains_from_scratch_on_a_text_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let config = serde_json::json!({
+        "vocab_size": 260, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 2, "n_dense_layers": 1,
+        "n_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1, "n_activated_experts": 2,
+        "score_func": "sigmoid", "route_scale": 2.5, "q_lora_rank": 8, "kv_lora_rank": 8,
+        "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4, "max_seq_len": 16, "n_mtp_layers": 1
+    });
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let corpus = tmp.path().join("corpus.jsonl");
+    let docs: Vec<String> = (0..10)
+        .map(|i| serde_json::json!({"text": format!("doc {i}: {}", "abc ".repeat(i + 3))}).to_string())
+        .collect();
+    std::fs::write(&corpus, docs.join("\n")).unwrap();
+    let train = tmp.path().join("train.json");
+    std::fs::write(
+        &train,
+        r#"{"steps": 4, "lr": 0.01, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+            "clip_norm": 1.0, "mtp_depth": 1, "mtp_lambda": 0.3,
+            "balance": {"bias_gamma": 0.01, "aux": "batch", "aux_alpha": 0.001},
+            "schedule": {"kind": "deepseek_v3", "warmup_steps": 1, "total_steps": 4},
+            "data": {"seq_len": 16, "batch_size": 2, "fim_rate": 0.1, "val_fraction": 0.2, "seed": 3},
+            "eval_every": 2}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    Command::cargo_bin("v3lab")
+        .unwrap()
+        .args(["train", "--quiet", "--init-seed", "7", "--checkpoint"])
+        .arg(&model)
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--config")
+        .arg(&train)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[1]["val_loss"].as_f64().unwrap() > 0.0 && lines[3]["val_max_vio"].is_number());
+    // A vocabulary too small for the byte tokenizer's special tokens is refused up front.
+    let small =
+        config.as_object().unwrap().clone().into_iter().map(
+            |(k, v)| {
+                if k == "vocab_size" {
+                    (k, 256.into())
+                } else {
+                    (k, v)
+                }
+            },
+        );
+    std::fs::write(model.join("config.json"), serde_json::Value::Object(small.collect()).to_string()).unwrap();
+    let err = Command::cargo_bin("v3lab")
+        .unwrap()
+        .args(["train", "--quiet", "--init-seed", "7", "--checkpoint"])
+        .arg(&model)
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--config")
+        .arg(&train)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let msg = String::from_utf8_lossy(&err);
+    assert!(msg.contains("vocabulary") && msg.contains("256"), "{msg}");
+}

@@ -170,3 +170,38 @@ fn five_steps_match_pytorch() {
     }
     eprintln!("after5: worst relative error {:.2e} ({})", worst.0, worst.1);
 }
+
+/// Speculative decoding with the MTP module returns exactly the main model's greedy
+/// continuation, and its counters add up: every forward confirms one token plus one per
+/// accepted draft.
+#[test]
+fn speculative_decoding_equals_greedy() {
+    let g = Golden::load();
+    let b = CpuBackend;
+    let prompt: Vec<i64> = g.tokens.iter().take(10).copied().collect();
+    let new_tokens = 16;
+    let want = mtp::speculative::greedy(&b, &g.model, &prompt, new_tokens).unwrap();
+    let (got, stats) = mtp::speculative::generate_greedy(&b, &g.model, &prompt, new_tokens).unwrap();
+    assert_eq!(got, want, "speculative output must equal plain greedy decoding");
+    assert!(stats.forwards + stats.accepted >= new_tokens && stats.forwards + stats.accepted <= new_tokens + 1);
+    assert!(stats.drafted >= stats.accepted && stats.drafted + 1 >= stats.forwards);
+    eprintln!("speculative: {stats:?}, acceptance rate {:.2}", stats.acceptance_rate());
+}
+
+/// The accepting path: with both final norms zeroed every logit is 0, the main model and
+/// the MTP module both predict token 0, so every draft is accepted and each forward after
+/// the first confirms two tokens.
+#[test]
+fn speculative_decoding_accepts_right_drafts() {
+    let mut g = Golden::load();
+    let b = CpuBackend;
+    g.model.params.norm.fill(0.0);
+    g.model.params.mtp[0].head_norm.fill(0.0);
+    let prompt: Vec<i64> = g.tokens.iter().take(5).copied().collect();
+    let want = mtp::speculative::greedy(&b, &g.model, &prompt, 9).unwrap();
+    let (got, stats) = mtp::speculative::generate_greedy(&b, &g.model, &prompt, 9).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got, vec![0; 9]);
+    assert_eq!(stats, mtp::speculative::SpeculativeStats { forwards: 5, drafted: 4, accepted: 4 });
+    assert_eq!(stats.acceptance_rate(), 1.0);
+}

@@ -7,7 +7,8 @@
 //! tokens/s and achieved GFLOP/s. FLOPs are counted from the configuration: the matrix
 //! products of the forward (projections, experts actually run, attention scores and
 //! values over the causal half, head, MTP module) times 3 for forward + backward.
-//! Environment: `V3LAB_BENCH_STEPS` (default 4), `V3LAB_BENCH_BATCH` (default 4).
+//! Environment: `V3LAB_BENCH_STEPS` (default 4), `V3LAB_BENCH_BATCH` (default 4),
+//! `V3LAB_BENCH_CONFIG` (a folder with `config.json` and `train.json`).
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -45,8 +46,19 @@ fn forward_flops_per_token(c: &ModelConfig, seq: usize) -> f64 {
     2.0 * (blocks + head + mtp)
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux; the
+/// machine is shared, so wall time alone undercounts what the code can do).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn main() -> anyhow::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ablation-small");
+    let dir = std::env::var_os("V3LAB_BENCH_CONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ablation-small"));
     let model_cfg = ModelConfig::from_file(&dir.join("config.json"))?;
     let mut cfg = TrainConfig::from_file(&dir.join("train.json"))?;
     let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -80,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let warm = Instant::now();
     trainer.train_step()?;
     println!("warm-up step: {:.2} s", warm.elapsed().as_secs_f64());
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     for _ in 0..steps {
         trainer.train_step()?;
     }
@@ -94,5 +106,17 @@ fn main() -> anyhow::Result<()> {
         flops / secs / 1e9,
         flops / tokens / 1e6
     );
+    if let (Some(a), Some(b)) = (cpu_start, cpu_seconds()) {
+        let cpu = b - a;
+        println!(
+            "CPU time: {:.3} core-s per step ({:.0}% of {threads} threads busy): {:.0} tokens/s and {:.2} GFLOP/s \
+             per busy core-second × {threads} = {:.0} tokens/s on {threads} idle cores",
+            cpu / steps as f64,
+            100.0 * cpu / secs / threads as f64,
+            tokens / cpu,
+            flops / cpu / 1e9,
+            tokens / cpu * threads as f64
+        );
+    }
     Ok(())
 }

@@ -148,3 +148,33 @@ mod tests {
         assert!(t.encode(Special::FimHole.text()).unwrap().iter().all(|&i| i < 256));
     }
 }
+
+#[cfg(all(test, feature = "bpe"))]
+mod bpe_tests {
+    use super::*;
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
+
+    #[test]
+    fn bpe_file_round_trips_and_finds_the_specials() {
+        // A tiny BPE: the letters of "abc" and one merge "a b" -> "ab".
+        let vocab = [("a", 0), ("b", 1), ("c", 2), ("ab", 3)].map(|(t, i)| (t.to_string(), i)).into_iter().collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, vec![("a".into(), "b".into())]).build().unwrap();
+        let mut hf = HfTokenizer::new(bpe);
+        let specials: Vec<AddedToken> = Special::ALL.iter().map(|s| AddedToken::from(s.text(), true)).collect();
+        hf.add_special_tokens(&specials);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        hf.save(&path, false).unwrap();
+
+        let t = BpeTokenizer::from_file(&path).unwrap();
+        assert_eq!(t.encode("abcab").unwrap(), [3, 2, 3]);
+        assert_eq!(t.vocab_size(), 8);
+        let specials: Vec<u32> = Special::ALL.iter().map(|&s| t.special(s)).collect();
+        assert_eq!(specials, [4, 5, 6, 7]);
+        let missing = dir.path().join("plain.json");
+        HfTokenizer::new(BPE::default()).save(&missing, false).unwrap();
+        let e = BpeTokenizer::from_file(&missing).err().unwrap().to_string();
+        assert!(e.contains("plain.json") && e.contains("end▁of▁sentence"), "{e}");
+    }
+}

@@ -14,6 +14,8 @@
 //! its own norm), so every depth sees its predecessor exactly as its head does. The modules
 //! are dropped at evaluation (the main model's logits never depend on them).
 
+pub mod speculative;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::params::{MtpParams, Params};

@@ -63,6 +63,9 @@ pub struct TermGrads<T> {
 /// One forward of the whole objective, with what its backward needs.
 pub struct Pass<B: Backend> {
     pub losses: Losses,
+    /// The total in the backend's precision, widened to f64 (what the finite-difference
+    /// checks differentiate with `CpuBackendF64`).
+    pub total: f64,
     pub stats: StepStats,
     /// The main model's logits `[B, S, V]`.
     pub logits: B::Tensor,
@@ -144,7 +147,7 @@ pub fn forward<B: Backend>(b: &B, model: &Transformer<B>, tokens: &B::Indices, o
     }
     let total = main_loss + f64::from(obj.mtp_lambda) * mtp_loss + aux;
     let losses = Losses { total: total as f32, main: main_loss as f32, mtp: mtp_loss as f32, aux: aux as f32 };
-    Ok(Pass { losses, stats: StepStats { loads }, logits, mtp_logits, main, mtp: mtp_saved, ce, dscores })
+    Ok(Pass { losses, total, stats: StepStats { loads }, logits, mtp_logits, main, mtp: mtp_saved, ce, dscores })
 }
 
 /// The gradient of `w_main · L_main + w_mtp · L_MTP + w_aux · L_bal` from one [`forward`].

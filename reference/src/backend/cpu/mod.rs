@@ -220,7 +220,10 @@ impl<F: CpuFloat> Backend for Cpu<F> {
         }
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = w2.nrows();
-        Ok(x2.dot(&w2.t()).into_shape_with_order(IxDyn(&shape)).expect("row-major product"))
+        // `dot` may hand back a column-major product (it picks the layout of its operands,
+        // e.g. for a single output column): make it row-major before reshaping.
+        let y = x2.dot(&w2.t()).as_standard_layout().into_owned();
+        Ok(y.into_shape_with_order(IxDyn(&shape)).expect("row-major product"))
     }
 
     fn matmul(&self, a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, trans_b: bool) -> Result<ArrayD<F>> {
