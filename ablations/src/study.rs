@@ -1,0 +1,172 @@
+//! The driver every ablation binary shares: corpus, sizing, the runs (every variant with
+//! every seed, on identical data), and the report. A study supplies its variants, the
+//! paper's numbers and how to read our numbers against them.
+
+use crate::corpus::{Corpus, CorpusSpec};
+use crate::data::Tokenized;
+use crate::presets::{Budget, Preset, PresetSpec};
+use crate::run::{train_and_evaluate, RunResult, Variant};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use v3lab_reference::io::write_atomically;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BackendChoice {
+    Cpu,
+}
+
+#[derive(Parser, Debug)]
+pub struct Args {
+    /// smoke (tests, < 1 min), small (the default, ~30 min on 2 cores), medium (hours on a CPU), full (GPU).
+    #[arg(long, value_enum, default_value = "small")]
+    pub preset: Preset,
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Where the report goes (default: ablation-out/<study>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A user corpus instead of the default one: a folder with one subfolder per domain
+    /// (prose, code, math) of UTF-8 text files, or JSONL files of {"domain", "text"}.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Where the default corpus is cached.
+    #[arg(long, default_value = "target/v3lab-cache")]
+    pub cache_dir: PathBuf,
+    /// Only the CPU reference trains today; the CUDA backend's training is a later issue.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendChoice,
+}
+
+/// What a binary defines.
+pub struct Study {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub variants: Vec<Variant>,
+    /// The paper's numbers and statements for this study (Markdown).
+    pub paper: &'static str,
+    /// Report sections computed from our results: tables, and sentences that compare.
+    pub analyse: fn(&[RunResult], &[String]) -> String,
+    /// Figures written into the output folder.
+    pub figures: fn(&Path, &[RunResult], &[String]) -> Result<Vec<String>>,
+}
+
+/// Share of a time budget left for training (the rest: evaluation and speculative decoding).
+const TRAINING_SHARE: f64 = 0.8;
+
+fn steps_for(spec: &PresetSpec, study: &Study, data: &Tokenized, seeds: u64) -> Result<usize> {
+    let Budget::StudySeconds(seconds) = spec.budget else {
+        let Budget::Steps(n) = spec.budget else { unreachable!() };
+        return Ok(n);
+    };
+    // Time a few steps of the costliest variant on this machine.
+    let probe = study.variants.iter().max_by_key(|v| v.mtp_depth).expect("a study has variants");
+    let runs = study.variants.len() as f64 * seeds as f64;
+    let hidden = ProgressBar::hidden();
+    let timed = 4;
+    let started = std::time::Instant::now();
+    train_and_evaluate(
+        &PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() },
+        data,
+        probe,
+        0,
+        timed,
+        &hidden,
+    )?;
+    let per_step = started.elapsed().as_secs_f64() / timed as f64;
+    let steps = (seconds * TRAINING_SHARE / runs / per_step) as usize;
+    eprintln!("measured {per_step:.3} s per step: {steps} steps per run for {runs} runs in {seconds:.0} s");
+    Ok(steps.max(20))
+}
+
+pub fn main(study: Study) -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&study, &args) {
+        Ok(out) => {
+            eprintln!("report: {}", out.join("report.md").display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
+    if args.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    let started = std::time::Instant::now();
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("ablation-out").join(study.name));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let spec = PresetSpec::of(args.preset);
+    let corpus = match &args.corpus {
+        Some(path) => Corpus::from_user(path, 5)?,
+        None => {
+            let corpus_spec =
+                CorpusSpec { seed: 0, bytes_per_domain: spec.corpus_bytes_per_domain, validation_percent: 5 };
+            Corpus::cached(&corpus_spec, &args.cache_dir)?
+        }
+    };
+    let summary = corpus.summary_table();
+    eprintln!("corpus:\n{summary}");
+    let data = Tokenized::new(&corpus, spec.seq_len, 0)?;
+    let steps = steps_for(&spec, study, &data, args.seeds)?;
+
+    let total = study.variants.len() as u64 * args.seeds * steps as u64;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}")
+            .expect("template"),
+    );
+    let mut results = Vec::new();
+    for seed in 0..args.seeds {
+        for variant in &study.variants {
+            results.push(train_and_evaluate(&spec, &data, variant, seed, steps, &bar)?);
+        }
+    }
+    bar.finish_and_clear();
+    let names: Vec<String> = study.variants.iter().map(|v| v.name.clone()).collect();
+    let figures = (study.figures)(&out, &results, &names)?;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let configs: Vec<_> = study
+        .variants
+        .iter()
+        .map(|v| {
+            json!({ "variant": v, "model": spec.model_config(v.mtp_depth).to_released_json(),
+                    "train": crate::run::train_config_json(&spec, v, steps) })
+        })
+        .collect();
+    let results_json = json!({
+        "study": study.name, "preset": spec, "seeds": args.seeds, "steps_per_run": steps,
+        "seconds": elapsed, "corpus": corpus.summary(), "configs": configs, "runs": results,
+    });
+    let text = serde_json::to_string_pretty(&results_json)?;
+    write_atomically(&out.join("results.json"), |f| f.write_all(text.as_bytes()))?;
+
+    let machine = format!("{} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let mut report = format!(
+        "# {}\n\n`{}` with `--preset {:?}`, {} seed(s), {} steps per run of {} sequences × {} tokens; \
+         {:.0} s in all on {machine} (CPU reference).\n\n## Corpus\n\n{summary}\n## Results\n\n{}\n",
+        study.title,
+        study.name,
+        args.preset,
+        args.seeds,
+        steps,
+        spec.batch_size,
+        spec.seq_len,
+        elapsed,
+        (study.analyse)(&results, &names),
+    );
+    report.push_str(&format!("\n## The paper\n\n{}\n", study.paper));
+    report.push_str("\n## Figures\n\n");
+    for f in &figures {
+        report.push_str(&format!("![{f}]({f})\n\n"));
+    }
+    write_atomically(&out.join("report.md"), |f| f.write_all(report.as_bytes()))?;
+    Ok(out)
+}
