@@ -138,7 +138,9 @@ impl Accumulator {
             Some(nc) => {
                 let mut register = 0i128; // the FP32 register on the CUDA cores
                 for chunk in products.chunks(nc.max(1)) {
-                    let partial = self.tensor_core(chunk);
+                    // The partial is read out of the tensor core as an f32 (a no-op when
+                    // the accumulator keeps ≤ 24 bits), then added in f32.
+                    let partial = round_sig(self.tensor_core(chunk), 24, Rounding::NearestEven);
                     register = round_sig(register + partial, 24, Rounding::NearestEven);
                 }
                 register
