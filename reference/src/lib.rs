@@ -13,6 +13,7 @@ pub mod io;
 pub mod mla;
 pub mod model;
 pub mod moe;
+pub mod plot;
 
 pub use backend::{Backend, CpuBackend, RouteSpec, Routing, ScoreFunc};
 pub use error::{Error, Result};

@@ -150,6 +150,9 @@ impl Accumulator {
 
     /// One run of the tensor-core accumulator from zero over `products`.
     fn tensor_core(&self, products: &[i128]) -> i128 {
+        if self.kept_bits.is_none() && self.acc_bits.is_none() {
+            return products.iter().sum(); // nothing is rounded: grouping cannot matter
+        }
         let mut acc = 0i128;
         let mut terms = Vec::with_capacity(self.group.max(1) + 1);
         for group in products.chunks(self.group.max(1)) {
@@ -224,7 +227,7 @@ fn round_to_quantum(v: i128, quantum_exp: i32, rounding: Rounding) -> i128 {
         };
     }
     let q = 1i128 << shift;
-    let floor = v.div_euclid(q) * q;
+    let floor = (v >> shift) << shift; // arithmetic shift: rounds toward −∞
     let rest = v - floor; // in [0, q)
     match rounding {
         Rounding::Floor => floor,
@@ -237,7 +240,7 @@ fn round_to_quantum(v: i128, quantum_exp: i32, rounding: Rounding) -> i128 {
         }
         Rounding::NearestEven => {
             let half = q / 2;
-            let up = rest > half || (rest == half && (floor / q) & 1 == 1);
+            let up = rest > half || (rest == half && (floor >> shift) & 1 == 1);
             if up {
                 floor + q
             } else {

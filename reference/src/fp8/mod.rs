@@ -9,7 +9,7 @@
 //!   promotion to FP32 every N_C = 128, as an explicit, configurable model;
 //! - [`gemm`]: the scaled FP8 GEMM (the public `fp8_gemm`) on top of an accumulator;
 //! - [`linear`]: the FP8-simulated linear layer of Figure 6 (Fprop, Dgrad, Wgrad);
-
+//! - [`study`]: the error-vs-K and scaling-granularity study behind `v3lab fp8 study`.
 //!
 //! `README.md` in this folder says how the accumulator model was chosen and which H100
 //! experiment should fit it.
@@ -19,7 +19,7 @@ pub mod codec;
 pub mod gemm;
 pub mod linear;
 pub mod scaling;
-
+pub mod study;
 
 pub use accumulate::{Accumulator, Rounding, PRESETS};
 pub use codec::{Minifloat, Overflow, BF16, E4M3, E5M2, E5M6};
