@@ -19,6 +19,8 @@ enum Command {
     Logits(cmd::logits::LogitsArgs),
     /// Configuration, parameter counts and cache sizes of a checkpoint.
     Inspect(cmd::inspect::InspectArgs),
+    /// FP8 simulation: scaled GEMM with a simulated accumulator, and the FP8 study.
+    Fp8(cmd::fp8::Fp8Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Logits(args) => cmd::logits::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Fp8(args) => cmd::fp8::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

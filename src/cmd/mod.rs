@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub mod fp8;
 pub mod inspect;
 pub mod logits;
