@@ -21,6 +21,8 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     /// Train a model (AdamW, MTP, balancing) on a fixed batch or a text corpus.
     Train(cmd::train::TrainArgs),
+    /// FP8 simulation: scaled GEMM with a simulated accumulator, and the FP8 study.
+    Fp8(cmd::fp8::Fp8Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +31,7 @@ fn main() -> std::process::ExitCode {
         Command::Logits(args) => cmd::logits::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Fp8(args) => cmd::fp8::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -41,6 +41,9 @@ pub struct Args {
     pub backend: BackendChoice,
 }
 
+/// Writes a study's figures into a folder; returns their file names.
+pub type FigureFn = fn(&Path, &[RunResult], &[String]) -> Result<Vec<String>>;
+
 /// What a binary defines.
 pub struct Study {
     pub name: &'static str,
@@ -51,7 +54,7 @@ pub struct Study {
     /// Report sections computed from our results: tables, and sentences that compare.
     pub analyse: fn(&[RunResult], &[String]) -> String,
     /// Figures written into the output folder.
-    pub figures: fn(&Path, &[RunResult], &[String]) -> Result<Vec<String>>,
+    pub figures: FigureFn,
 }
 
 /// Share of a time budget left for training (the rest: evaluation and speculative decoding).

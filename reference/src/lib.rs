@@ -16,6 +16,7 @@ pub mod mla;
 pub mod model;
 pub mod moe;
 pub mod mtp;
+pub mod plot;
 pub mod train;
 
 pub use backend::{AdamWStep, Backend, CpuBackend, RouteSpec, Routing, ScoreFunc};

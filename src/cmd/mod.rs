@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod fp8;
 pub mod inspect;
 pub mod logits;
 pub mod train;

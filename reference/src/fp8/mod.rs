@@ -1,6 +1,28 @@
-//! FP8 simulation (DeepSeek-V3 §3.3): codecs, fine-grained scaling, GEMM with
-//! limited-precision accumulation and promotion.
+//! FP8 simulation (DeepSeek-V3 §3.3 "FP8 Training", §3.5.2): what each choice of the
+//! paper's FP8 recipe does to the numbers.
+//!
+//! - [`codec`]: minifloat formats (E4M3, E5M2, E5M6, BF16), round to nearest even,
+//!   saturating or not (and where PyTorch's cast differs);
+//! - [`scaling`]: per-tensor, per-row, 1×128 tile, 128×1 tile and 128×128 block scales,
+//!   f32 or power of two; the public code's `act_quant` and `weight_dequant`;
+//! - [`accumulate`]: the tensor core's limited-precision accumulation and the paper's
+//!   promotion to FP32 every N_C = 128, as an explicit, configurable model;
+//! - [`gemm`]: the scaled FP8 GEMM (the public `fp8_gemm`) on top of an accumulator;
+//! - [`linear`]: the FP8-simulated linear layer of Figure 6 (Fprop, Dgrad, Wgrad);
+//! - [`study`]: the error-vs-K and scaling-granularity study behind `v3lab fp8 study`.
+//!
+//! `README.md` in this folder says how the accumulator model was chosen and which H100
+//! experiment should fit it.
 
+pub mod accumulate;
 pub mod codec;
+pub mod gemm;
+pub mod linear;
+pub mod scaling;
+pub mod study;
 
-pub use codec::{Minifloat, BF16, E4M3, E5M2, E5M6};
+pub use accumulate::{Accumulator, Rounding, PRESETS};
+pub use codec::{Minifloat, Overflow, BF16, E4M3, E5M2, E5M6};
+pub use gemm::gemm;
+pub use linear::{Fp8Linear, LinearPrecision};
+pub use scaling::{act_quant, quantize, scale_for, weight_dequant, Granularity, Quantized, ScaleMode};

@@ -1,0 +1,266 @@
+//! The GEMM accumulation simulator (DeepSeek-V3 §3.3.2 "Increasing Accumulation
+//! Precision", §3.5.2 "Higher FP8 GEMM Accumulation Precision in Tensor Cores").
+//!
+//! The product of two E4M3 values is exact (4-bit significands give an 8-bit product). What
+//! loses precision is how the tensor core adds those products: the paper measured that the
+//! FP8 GEMM on H800 "is limited to retaining around 14 bits", which at K = 4096 gives "a
+//! maximum relative error of nearly 2%", and describes the mechanism: "After aligning 32
+//! mantissa products by right-shifting based on the maximum exponent, the Tensor Core only
+//! uses the highest 14 bits of each mantissa product for addition, and truncates bits
+//! exceeding this range." Its fix is to copy the partial sums to FP32 registers on the CUDA
+//! cores every N_C = 128 elements of K ("promotion").
+//!
+//! # The model, and what it rests on
+//!
+//! [`Accumulator`] makes every choice of that mechanism a field, so that a measurement on
+//! the hardware can pin it down (see `README.md` in this folder for the experiment):
+//! 1. `group`: how many products one hardware step aligns together (the paper: 32, one
+//!    `wgmma` of K = 32 for FP8);
+//! 2. `align_accumulator`: whether the running sum takes part in that alignment (a fused
+//!    multi-term add, as Fasi, Higham, Mikaitis and Pranesh found for V100/T4/A100 tensor
+//!    cores in "Numerical behavior of NVIDIA tensor cores", PeerJ CS 7:e330, 2021) or is
+//!    added to the group's sum afterwards (the paper's text names only the 32 products);
+//! 3. `kept_bits` and `term_rounding`: how many bits of each aligned term survive, counted
+//!    from the leading bit of the largest (the paper: 14, truncated);
+//! 4. `acc_bits` and `acc_rounding`: the significant bits of the accumulator register
+//!    after each step (14 = FP22 e8m13, which Zhang et al., "SageAttention2", arXiv
+//!    2411.10958, report for `mma.f32.f8.f8.f32` on Hopper; truncated, as Fasi et al. found
+//!    normalisation to truncate on earlier generations);
+//! 5. `promote_every`: N_C, after which the partial sum is added (f32, round to nearest
+//!    even) into an FP32 register and the tensor-core accumulator restarts from zero.
+//!
+//! The default `fast-accum` fills these from the sources above. It has NOT been fitted to
+//! measurements: no session has yet run the experiment on an H100. Khattak and Mikaitis,
+//! "Accurate Models of NVIDIA Tensor Cores" (arXiv 2512.07004, 2025) publish bit-accurate
+//! H100 FP8 models built that way; their parameters should be checked against ours.
+//!
+//! Arithmetic is exact: values are fixed-point integers (`i128`, 64 fraction bits), which
+//! holds every product of two E4M3 or E5M2 values and their sums exactly, so each rounding
+//! in the result is one the model asked for.
+
+/// Fraction bits of the fixed-point representation: the least significant bit is 2^-64.
+/// E4M3 products are multiples of 2^-18 and E5M2 products of 2^-32; both fit exactly.
+const FRAC: i32 = 64;
+
+/// A rounding rule for dropping low bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// Drop the bits of the magnitude (sign-magnitude truncation).
+    TowardZero,
+    /// Drop the bits of the two's complement value (arithmetic right shift with sign fill).
+    Floor,
+    /// Round to nearest, ties to even.
+    NearestEven,
+}
+
+/// How the tensor core (or any accumulator) adds a stream of exact products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accumulator {
+    /// Products aligned and added together in one step (≥ 1).
+    pub group: usize,
+    /// Whether the running sum is aligned together with the group's products.
+    pub align_accumulator: bool,
+    /// Bits kept of each aligned term, counted from the largest term's leading bit;
+    /// `None` keeps every bit.
+    pub kept_bits: Option<u32>,
+    pub term_rounding: Rounding,
+    /// Significant bits of the accumulator after each step; `None` is unbounded.
+    pub acc_bits: Option<u32>,
+    pub acc_rounding: Rounding,
+    /// N_C: add the partial sum into an f32 register every this many products and restart.
+    pub promote_every: Option<usize>,
+}
+
+/// The named presets of the CLI and the study.
+pub const PRESETS: [&str; 5] = ["exact", "fp32", "fast-accum", "promote-128", "fast-accum-aligned"];
+
+impl Accumulator {
+    /// The exact sum, rounded once to f32 at the end.
+    pub const EXACT: Accumulator = Accumulator {
+        group: 1,
+        align_accumulator: false,
+        kept_bits: None,
+        term_rounding: Rounding::TowardZero,
+        acc_bits: None,
+        acc_rounding: Rounding::NearestEven,
+        promote_every: None,
+    };
+
+    /// Sequential FP32: `acc = fl32(acc + a·b)` product after product (the products are
+    /// exact in f32, so this is also FMA order).
+    pub const FP32: Accumulator = Accumulator { acc_bits: Some(24), ..Accumulator::EXACT };
+
+    /// The Hopper FP8 path with no promotion (`use_fast_accum=True`), as the paper
+    /// describes it: 32 products aligned to the largest, 14 bits each kept by truncation,
+    /// the sum added into a 14-significant-bit (e8m13) accumulator, truncated.
+    pub const FAST_ACCUM: Accumulator = Accumulator {
+        group: 32,
+        align_accumulator: false,
+        kept_bits: Some(14),
+        term_rounding: Rounding::TowardZero,
+        acc_bits: Some(14),
+        acc_rounding: Rounding::TowardZero,
+        promote_every: None,
+    };
+
+    /// The other reading of the mechanism: the accumulator is one more term of the
+    /// aligned group (a fused 33-term add), so late products lose bits against a large sum.
+    pub const FAST_ACCUM_ALIGNED: Accumulator = Accumulator { align_accumulator: true, ..Accumulator::FAST_ACCUM };
+
+    /// The paper's fix: the fast-accum tensor core for N_C = 128 products, then promotion.
+    pub const PROMOTE_128: Accumulator = Accumulator { promote_every: Some(128), ..Accumulator::FAST_ACCUM };
+
+    /// A preset by its CLI name.
+    pub fn preset(name: &str) -> Option<Accumulator> {
+        Some(match name {
+            "exact" => Accumulator::EXACT,
+            "fp32" => Accumulator::FP32,
+            "fast-accum" => Accumulator::FAST_ACCUM,
+            "promote-128" => Accumulator::PROMOTE_128,
+            "fast-accum-aligned" => Accumulator::FAST_ACCUM_ALIGNED,
+            _ => return None,
+        })
+    }
+
+    /// `Σ_k a[k]·b[k]` as this accumulator computes it, rounded to f32 at the end (a no-op
+    /// when the accumulator keeps ≤ 24 bits). `a` and `b` hold the decoded FP8 values (any
+    /// f32 whose products are multiples of 2^-64 below 2^62 is simulated exactly).
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot of vectors of different lengths");
+        let products: Vec<i128> = a.iter().zip(b).map(|(&x, &y)| to_fixed(x as f64 * y as f64)).collect();
+        to_f32(self.sum_fixed(&products))
+    }
+
+    /// The simulated sum of exact fixed-point products (before the final f32 rounding).
+    fn sum_fixed(&self, products: &[i128]) -> i128 {
+        match self.promote_every {
+            None => self.tensor_core(products),
+            Some(nc) => {
+                let mut register = 0i128; // the FP32 register on the CUDA cores
+                for chunk in products.chunks(nc.max(1)) {
+                    // The partial is read out of the tensor core as an f32 (a no-op when
+                    // the accumulator keeps ≤ 24 bits), then added in f32.
+                    let partial = round_sig(self.tensor_core(chunk), 24, Rounding::NearestEven);
+                    register = round_sig(register + partial, 24, Rounding::NearestEven);
+                }
+                register
+            }
+        }
+    }
+
+    /// One run of the tensor-core accumulator from zero over `products`.
+    fn tensor_core(&self, products: &[i128]) -> i128 {
+        if self.kept_bits.is_none() && self.acc_bits.is_none() {
+            return products.iter().sum(); // nothing is rounded: grouping cannot matter
+        }
+        let mut acc = 0i128;
+        let mut terms = Vec::with_capacity(self.group.max(1) + 1);
+        for group in products.chunks(self.group.max(1)) {
+            terms.clear();
+            terms.extend_from_slice(group);
+            let mut addend = acc;
+            if self.align_accumulator {
+                terms.push(acc);
+                addend = 0;
+            }
+            if let Some(kept) = self.kept_bits {
+                // Align to the largest term: keep `kept` bits below and including its
+                // leading bit, i.e. a quantum of 2^(e_max − kept + 1).
+                if let Some(e_max) = terms.iter().filter(|&&t| t != 0).map(|&t| exponent(t)).max() {
+                    let quantum = e_max - kept as i32 + 1;
+                    for t in terms.iter_mut() {
+                        *t = round_to_quantum(*t, quantum, self.term_rounding);
+                    }
+                }
+            }
+            let sum = terms.iter().sum::<i128>() + addend;
+            acc = match self.acc_bits {
+                Some(bits) => round_sig(sum, bits, self.acc_rounding),
+                None => sum,
+            };
+        }
+        acc
+    }
+}
+
+/// The exact value of `x` in fixed point (2^-64 units); rounds to nearest even when `x`
+/// has bits below 2^-64 (never for products of FP8 values).
+pub(crate) fn to_fixed(x: f64) -> i128 {
+    if x == 0.0 || !x.is_finite() {
+        assert!(x.is_finite(), "non-finite product in the accumulator");
+        return 0;
+    }
+    let bits = x.abs().to_bits();
+    let biased = (bits >> 52) as i32;
+    let (significand, lsb_exp) =
+        if biased == 0 { (bits as i128, -1074) } else { ((bits & ((1 << 52) - 1) | 1 << 52) as i128, biased - 1075) };
+    let shift = lsb_exp + FRAC;
+    assert!(shift + 53 < 126, "product {x} is too large for the accumulator simulator");
+    let magnitude = if shift >= 0 {
+        significand << shift
+    } else {
+        round_to_quantum(significand, -shift - FRAC, Rounding::NearestEven) >> -shift
+    };
+    if x < 0.0 {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// floor(log2 |v|) of a fixed-point value, in value units (v ≠ 0).
+fn exponent(v: i128) -> i32 {
+    127 - v.unsigned_abs().leading_zeros() as i32 - FRAC
+}
+
+/// `v` rounded to a multiple of 2^quantum_exp (value units).
+fn round_to_quantum(v: i128, quantum_exp: i32, rounding: Rounding) -> i128 {
+    let shift = quantum_exp + FRAC;
+    if shift <= 0 {
+        return v; // the fixed point is already at least this fine
+    }
+    if shift >= 126 {
+        // Everything lies below the quantum.
+        return match rounding {
+            Rounding::Floor if v < 0 => panic!("quantum 2^{quantum_exp} beyond the simulator's range"),
+            _ => 0,
+        };
+    }
+    let q = 1i128 << shift;
+    let floor = (v >> shift) << shift; // arithmetic shift: rounds toward −∞
+    let rest = v - floor; // in [0, q)
+    match rounding {
+        Rounding::Floor => floor,
+        Rounding::TowardZero => {
+            if v < 0 && rest != 0 {
+                floor + q
+            } else {
+                floor
+            }
+        }
+        Rounding::NearestEven => {
+            let half = q / 2;
+            let up = rest > half || (rest == half && (floor >> shift) & 1 == 1);
+            if up {
+                floor + q
+            } else {
+                floor
+            }
+        }
+    }
+}
+
+/// `v` rounded to `bits` significant bits.
+pub(crate) fn round_sig(v: i128, bits: u32, rounding: Rounding) -> i128 {
+    if v == 0 {
+        return 0;
+    }
+    round_to_quantum(v, exponent(v) - bits as i32 + 1, rounding)
+}
+
+/// A fixed-point value rounded once to the nearest f32 (exact when it has ≤ 24 bits).
+pub(crate) fn to_f32(v: i128) -> f32 {
+    let r = round_sig(v, 24, Rounding::NearestEven);
+    // ≤ 24 significant bits: the conversion below is exact (i128 → f64 keeps 53 bits).
+    (r as f64 * 2f64.powi(-FRAC)) as f32
+}

@@ -1,0 +1,119 @@
+//! The FP8-simulated linear layer (Figure 6) against exact f64 products, with error bounds
+//! derived from the formats, not measured from the code.
+
+use ndarray::Array2;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use v3lab_reference::fp8::accumulate::Accumulator;
+use v3lab_reference::fp8::{Fp8Linear, LinearPrecision, ScaleMode, E4M3};
+
+/// E4M3's unit roundoff: 3 mantissa bits, round to nearest → relative error ≤ 2^-4 for
+/// values in the normal range (the inputs below never scale into subnormals).
+const E4M3_UNIT: f64 = 0.0625;
+
+/// The 14-bit accumulator with promotion every 128: in one group of 32 each term loses less
+/// than 2^-13 of the group's largest term (≤ 32·2^-13 = 2^-8 of the group's Σ|t|) and the
+/// accumulator less than 2^-13 of itself; over a chunk that is below 2^-7 of Σ|products|.
+const PROMOTE_128_ACCUMULATION: f64 = 1.0 / 128.0;
+
+/// f32 accumulation of K terms in any order: |error| ≤ K·2^-24·Σ|terms| to first order; a
+/// factor 2 covers the second-order terms and the scaling products.
+fn f32_gemm_bound(k: usize) -> f64 {
+    2.0 * k as f64 * 2f64.powi(-24)
+}
+
+fn rand_matrix(rng: &mut StdRng, rows: usize, cols: usize, lo: f32, hi: f32) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |_| {
+        let v = rng.random_range(lo..hi);
+        if rng.random::<bool>() {
+            v
+        } else {
+            -v
+        }
+    })
+}
+
+/// Entries are ±E4M3 normal values in [1, 448]: with power-of-two scales every scaled
+/// value stays exactly representable, so quantization is lossless.
+fn e4m3_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |_| {
+        let v = E4M3.decode(rng.random_range(0x38u32..=0x7e));
+        if rng.random::<bool>() {
+            v
+        } else {
+            -v
+        }
+    })
+}
+
+fn matmul_nt(a: &Array2<f32>, b: &Array2<f32>) -> (Array2<f64>, Array2<f64>) {
+    let (m, k) = a.dim();
+    let n = b.nrows();
+    let exact = Array2::from_shape_fn((m, n), |(i, j)| (0..k).map(|t| a[[i, t]] as f64 * b[[j, t]] as f64).sum());
+    let abs = Array2::from_shape_fn((m, n), |(i, j)| (0..k).map(|t| (a[[i, t]] as f64 * b[[j, t]] as f64).abs()).sum());
+    (exact, abs)
+}
+
+/// Checks |c − exact| ≤ rel · Σ|a·b| elementwise and reports the worst ratio.
+fn check(what: &str, c: &Array2<f32>, a: &Array2<f32>, b: &Array2<f32>, rel: f64) {
+    let (exact, abs) = matmul_nt(a, b);
+    assert_eq!(c.dim(), exact.dim(), "{what}: shape");
+    let mut worst = (0.0f64, (0, 0));
+    for ((idx, &x), (&e, &s)) in c.indexed_iter().zip(exact.iter().zip(abs.iter())) {
+        let ratio = (x as f64 - e).abs() / (rel * s);
+        if ratio > worst.0 {
+            worst = (ratio, idx);
+        }
+    }
+    eprintln!("{what}: worst |c − exact| / bound = {:.3} at {:?}", worst.0, worst.1);
+    assert!(worst.0 <= 1.0, "{what}: error beyond the bound at {:?}", worst.1);
+}
+
+/// Fprop, Dgrad and Wgrad with the paper's recipe stay within the bound that E4M3 rounding
+/// of both operands plus the promoted 14-bit accumulator allow.
+#[test]
+fn paper_recipe_is_within_format_bounds() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let (t, d_in, d_out) = (256, 384, 200); // 200: ragged last block
+                                            // Magnitudes in [0.5, 1]: every 1×128 tile's max is ≥ 0.5, so scaled values stay ≥ 224
+                                            // /2 … 448: normal E4M3, where the unit roundoff bound holds.
+    let x = rand_matrix(&mut rng, t, d_in, 0.5, 1.0);
+    let w = rand_matrix(&mut rng, d_out, d_in, 0.5, 1.0);
+    let dy = rand_matrix(&mut rng, t, d_out, 0.5, 1.0);
+    let quant = 2.0 * E4M3_UNIT + E4M3_UNIT * E4M3_UNIT;
+    for (name, acc, extra) in [
+        ("exact", Accumulator::EXACT, 0.0),
+        ("promote-128", Accumulator::PROMOTE_128, PROMOTE_128_ACCUMULATION * (1.0 + E4M3_UNIT).powi(2)),
+    ] {
+        let cfg = Fp8Linear { accumulator: acc, ..Fp8Linear::default() };
+        let rel = |k: usize| quant + extra + f32_gemm_bound(k);
+        check(&format!("fprop {name}"), &cfg.forward(x.view(), w.view()), &x, &w, rel(d_in));
+        let wt = w.t().to_owned();
+        check(&format!("dgrad {name}"), &cfg.backward_input(dy.view(), w.view()), &dy, &wt, rel(d_out));
+        let (dyt, xt) = (dy.t().to_owned(), x.t().to_owned());
+        check(&format!("wgrad {name}"), &cfg.backward_weight(dy.view(), x.view()), &dyt, &xt, rel(t));
+    }
+}
+
+/// The two variants the training loop chooses between agree on inputs FP8 represents
+/// exactly: with power-of-two scales and exact accumulation the FP8 path loses nothing, so
+/// both are the exact product up to f32 accumulation.
+#[test]
+fn f32_and_lossless_fp8_variants_agree() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let (t, d_in, d_out) = (256, 300, 130);
+    let x = e4m3_matrix(&mut rng, t, d_in);
+    let w = e4m3_matrix(&mut rng, d_out, d_in);
+    let dy = e4m3_matrix(&mut rng, t, d_out);
+    let fp8 = LinearPrecision::Fp8(Fp8Linear {
+        accumulator: Accumulator::EXACT,
+        scale_mode: ScaleMode::PowerOfTwo,
+        ..Fp8Linear::default()
+    });
+    for (name, v) in [("f32", LinearPrecision::F32), ("fp8 lossless", fp8)] {
+        let y = v.forward(x.view(), w.view());
+        check(&format!("{name} forward"), &y, &x, &w, f32_gemm_bound(d_in));
+        let (dx, dw) = v.backward(dy.view(), x.view(), w.view());
+        check(&format!("{name} dx"), &dx, &dy, &w.t().to_owned(), f32_gemm_bound(d_out));
+        check(&format!("{name} dw"), &dw, &dy.t().to_owned(), &x.t().to_owned(), f32_gemm_bound(t));
+    }
+}

@@ -1,0 +1,137 @@
+//! `v3lab fp8 gemm` end to end: the goldens' fp8_gemm inputs through the CLI, and bad
+//! inputs that must fail with a message naming the file and tensor (never a panic).
+
+use assert_cmd::Command;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// As in the reference's golden test: the H100 kernel's in-slice rounding plus f32
+/// roundings of the scaled partials stay at a few 1e-8; 1e-6 catches any wrong block.
+const GEMM_VS_TRITON: f64 = 1e-6;
+
+fn goldens_dir() -> PathBuf {
+    match std::env::var_os("V3LAB_GOLDENS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/goldens"),
+    }
+}
+
+struct T {
+    name: &'static str,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn write(path: &Path, tensors: &[T]) {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|t| {
+            (t.name.to_string(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap())
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None::<HashMap<String, String>>).unwrap()).unwrap();
+}
+
+fn golden_inputs() -> (Vec<T>, Vec<f32>) {
+    let bytes = std::fs::read(goldens_dir().join("fp8/fp8.safetensors")).expect("goldens (set V3LAB_GOLDENS)");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let get = |src: &str, name: &'static str| {
+        let v = st.tensor(src).unwrap();
+        T { name, dtype: v.dtype(), shape: v.shape().to_vec(), bytes: v.data().to_vec() }
+    };
+    let c = st.tensor("gemm_c").unwrap();
+    let c: Vec<f32> = c.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    (vec![get("gemm_a_bits", "a"), get("gemm_b_bits", "b"), get("gemm_a_s", "a_scale"), get("gemm_b_s", "b_scale")], c)
+}
+
+fn v3lab() -> Command {
+    Command::cargo_bin("v3lab").unwrap()
+}
+
+#[test]
+fn gemm_reproduces_the_h100_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, want) = golden_inputs();
+    let input = dir.path().join("in.safetensors");
+    let out = dir.path().join("out.safetensors");
+    write(&input, &inputs);
+    v3lab()
+        .args(["fp8", "gemm", "--accumulator", "exact", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let c = st.tensor("c").unwrap();
+    assert_eq!(c.dtype(), Dtype::F32);
+    assert_eq!(c.shape(), &[64, 256]);
+    let got: Vec<f32> = c.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let (mut d, mut n) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(&want) {
+        d += (g as f64 - w as f64).powi(2);
+        n += (w as f64).powi(2);
+    }
+    let err = (d / n).sqrt();
+    eprintln!("v3lab fp8 gemm vs H100: rel err {err:.3e}");
+    assert!(err <= GEMM_VS_TRITON, "rel err {err:e}");
+}
+
+/// Runs the gemm on `tensors` and expects a failure whose message names `needles`.
+fn expect_failure(tensors: &[T], accumulator: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.safetensors");
+    write(&input, tensors);
+    let out = dir.path().join("out.safetensors");
+    let result = v3lab()
+        .args(["fp8", "gemm", "--accumulator", accumulator, "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&result.get_output().stderr).to_string();
+    assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks `{needle}`: {stderr}");
+    }
+    assert!(!out.exists(), "a failed run left an output behind");
+}
+
+#[test]
+fn bad_inputs_fail_with_the_tensor_named() {
+    let (inputs, _) = golden_inputs();
+    let [a, b, a_scale, b_scale]: [T; 4] = inputs.try_into().ok().unwrap();
+    let clone = |t: &T| T { name: t.name, dtype: t.dtype, shape: t.shape.clone(), bytes: t.bytes.clone() };
+    // Missing b.
+    expect_failure(&[clone(&a)], "exact", &["bad.safetensors", "`b`"]);
+    // a_scale of the wrong shape.
+    let wrong =
+        T { name: "a_scale", dtype: Dtype::F32, shape: vec![64, 3], bytes: a_scale.bytes[..64 * 3 * 4].to_vec() };
+    expect_failure(&[clone(&a), clone(&b), wrong, clone(&b_scale)], "exact", &["`a_scale`", "[64, 4]"]);
+    // b as F32 instead of U8 bit patterns.
+    let b_f32 = T { name: "b", dtype: Dtype::F32, shape: vec![256, 128], bytes: b.bytes.clone() };
+    expect_failure(&[clone(&a), b_f32], "exact", &["`b`", "U8"]);
+    // K mismatch.
+    let b_short = T { name: "b", dtype: Dtype::U8, shape: vec![512, 256], bytes: b.bytes.clone() };
+    expect_failure(&[clone(&a), b_short], "exact", &["differ in K"]);
+    // Unknown preset.
+    expect_failure(&[clone(&a), clone(&b)], "bf16-accum", &["unknown accumulator", "promote-128"]);
+}
+
+#[test]
+fn missing_input_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = v3lab()
+        .args(["fp8", "gemm", "--input"])
+        .arg(dir.path().join("nope.safetensors"))
+        .arg("--out")
+        .arg(dir.path().join("o.safetensors"))
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&result.get_output().stderr).to_string();
+    assert!(stderr.contains("nope.safetensors") && !stderr.contains("panicked"), "{stderr}");
+}
