@@ -4,7 +4,9 @@
 
 pub mod corpus;
 pub mod data;
+pub mod figures;
 pub mod presets;
 pub mod report;
 pub mod run;
+pub mod studies;
 pub mod study;

@@ -48,6 +48,10 @@ pub struct PresetSpec {
     /// Speculative decoding: prompts and new tokens per prompt.
     pub spec_prompts: usize,
     pub spec_tokens: usize,
+    /// Multiplies the variants' selection-bias update rate γ. The bias moves at most γ per
+    /// step, so a run of tens of steps needs a larger γ than the paper's 0.001 (tuned for
+    /// tens of thousands of steps) to move at all; 1 keeps the paper's rate.
+    pub bias_gamma_scale: f32,
 }
 
 fn model(dim: usize, layers: usize, heads: usize, experts: usize, top_k: usize, seq_len: usize) -> serde_json::Value {
@@ -78,6 +82,7 @@ impl PresetSpec {
                 eval_every: 20,
                 spec_prompts: 2,
                 spec_tokens: 12,
+                bias_gamma_scale: 10.0,
             },
             Preset::Small => PresetSpec {
                 preset,
@@ -92,6 +97,7 @@ impl PresetSpec {
                 eval_every: 100,
                 spec_prompts: 8,
                 spec_tokens: 32,
+                bias_gamma_scale: 1.0,
             },
             Preset::Medium => PresetSpec {
                 preset,
@@ -106,6 +112,7 @@ impl PresetSpec {
                 eval_every: 250,
                 spec_prompts: 16,
                 spec_tokens: 64,
+                bias_gamma_scale: 1.0,
             },
             Preset::Full => PresetSpec {
                 preset,
@@ -120,6 +127,7 @@ impl PresetSpec {
                 eval_every: 1000,
                 spec_prompts: 32,
                 spec_tokens: 64,
+                bias_gamma_scale: 1.0,
             },
         }
     }

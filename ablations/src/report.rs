@@ -2,7 +2,8 @@
 //! deviation over seeds, the paper's numbers beside ours, and a sentence per claim that
 //! says whether our small-scale result agrees), and the figures.
 
-use crate::run::RunResult;
+use crate::corpus::Domain;
+use crate::run::{DomainEval, RunResult};
 use serde::Serialize;
 
 /// Mean and sample standard deviation over seeds.
@@ -55,12 +56,11 @@ pub fn compare(what: &str, lower: (&str, Stat), higher: (&str, Stat)) -> String 
     )
 }
 
+/// A table column: header, decimals, and the metric of one run.
+pub type Column<'a> = (&'a str, usize, &'a dyn Fn(&RunResult) -> Option<f64>);
+
 /// A Markdown table: one row per variant, one column per metric.
-pub fn table(
-    results: &[RunResult],
-    variants: &[String],
-    columns: &[(&str, usize, &dyn Fn(&RunResult) -> Option<f64>)],
-) -> String {
+pub fn table(results: &[RunResult], variants: &[String], columns: &[Column]) -> String {
     let mut s = format!(
         "| variant | {} |\n|---|{}\n",
         columns.iter().map(|c| c.0).collect::<Vec<_>>().join(" | "),
@@ -72,4 +72,46 @@ pub fn table(
         s.push_str(&format!("| {v} | {} |\n", cells.join(" | ")));
     }
     s
+}
+
+/// The mean of `metric` over the domains a run was evaluated on.
+pub fn domain_mean(r: &RunResult, metric: fn(&DomainEval) -> f64) -> f64 {
+    r.domains.values().map(metric).sum::<f64>() / r.domains.len().max(1) as f64
+}
+
+/// A table of `metric` per domain (and its mean over domains), one row per variant.
+pub fn per_domain_table(
+    results: &[RunResult],
+    variants: &[String],
+    metric: fn(&DomainEval) -> f64,
+    digits: usize,
+) -> String {
+    let domains: Vec<&str> = Domain::ALL.iter().map(|d| d.name()).collect();
+    let fns: Vec<Box<dyn Fn(&RunResult) -> Option<f64>>> = domains
+        .iter()
+        .map(|d| {
+            let d = d.to_string();
+            Box::new(move |r: &RunResult| r.domains.get(&d).map(metric)) as Box<dyn Fn(&RunResult) -> Option<f64>>
+        })
+        .chain(std::iter::once(
+            Box::new(move |r: &RunResult| Some(domain_mean(r, metric))) as Box<dyn Fn(&RunResult) -> Option<f64>>
+        ))
+        .collect();
+    let headers: Vec<&str> = domains.iter().copied().chain(std::iter::once("mean")).collect();
+    let columns: Vec<Column> = headers.iter().zip(&fns).map(|(h, f)| (*h, digits, f.as_ref())).collect();
+    table(results, variants, &columns)
+}
+
+/// `stat` of the metric for `variant`, or a line saying it is missing.
+pub fn compare_variants(
+    what: &str,
+    results: &[RunResult],
+    lower: &str,
+    higher: &str,
+    f: &dyn Fn(&RunResult) -> Option<f64>,
+) -> String {
+    match (stat(results, lower, f), stat(results, higher, f)) {
+        (Some(a), Some(b)) => compare(what, (lower, a), (higher, b)),
+        _ => format!("{what}: not measured for {lower} or {higher}."),
+    }
 }

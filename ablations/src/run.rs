@@ -102,7 +102,7 @@ fn train_config(spec: &PresetSpec, variant: &Variant, seed: u64, steps: usize) -
         clip_norm: 1.0,
         mtp_depth: variant.mtp_depth,
         mtp_lambda: variant.lambda_at(0, steps),
-        balance: variant.balance,
+        balance: BalanceConfig { bias_gamma: variant.balance.bias_gamma * spec.bias_gamma_scale, ..variant.balance },
         schedule: LrSchedule::Cosine { warmup_steps: spec.warmup_steps, decay_steps: steps, min_ratio: 0.1 },
         data: DataConfig { seq_len: spec.seq_len, batch_size: spec.batch_size, seed, ..DataConfig::default() },
         eval_every: 0,

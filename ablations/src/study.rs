@@ -165,6 +165,13 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         elapsed,
         (study.analyse)(&results, &names),
     );
+    if spec.bias_gamma_scale != 1.0 {
+        report.push_str(&format!(
+            "\nThis preset multiplies every selection-bias update rate γ by {} (its runs are too short for the paper's \
+             0.001 to move the bias); `results.json` holds each run's exact configuration.\n",
+            spec.bias_gamma_scale
+        ));
+    }
     report.push_str(&format!("\n## The paper\n\n{}\n", study.paper));
     report.push_str("\n## Figures\n\n");
     for f in &figures {

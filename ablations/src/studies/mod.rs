@@ -1,0 +1,12 @@
+//! The three studies of the paper's §4.5, as values the binaries run.
+
+pub mod aux_free;
+pub mod balance_scope;
+pub mod mtp;
+
+use v3lab_reference::balance::AuxLoss;
+use v3lab_reference::train::config::BalanceConfig;
+
+/// DeepSeek-V3's own balancing (§2.1.2, §4.2): the bias update with γ = 0.001 and an
+/// extremely small sequence-wise balance loss (α = 0.0001).
+pub const V3_BALANCE: BalanceConfig = BalanceConfig { bias_gamma: 0.001, aux: AuxLoss::Sequence, aux_alpha: 0.0001 };

@@ -1,0 +1,106 @@
+//! Each ablation binary's smoke preset, end to end: the report's structure, and the sanity
+//! checks that must hold at any scale (every variant learns; balancing lowers MaxVio
+//! against no balancing; the MTP draft beats chance and a trivial draft).
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn run_study(bin: &str, exe: &str, tmp: &Path) -> (Value, String) {
+    let out = tmp.join(bin);
+    let status = Command::new(exe)
+        .args(["--preset", "smoke", "--seeds", "2", "--out"])
+        .arg(&out)
+        .arg("--cache-dir")
+        .arg(tmp.join("cache"))
+        .status()
+        .expect("run the study");
+    assert!(status.success(), "{bin} failed");
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in ["## Corpus", "## Results", "### Reading", "## The paper", "## Figures"] {
+        assert!(report.contains(section), "{bin}: report lacks {section}");
+    }
+    for figure in report
+        .lines()
+        .filter_map(|l| l.strip_prefix("![").and_then(|l| l.split("](").nth(1)))
+        .map(|f| f.trim_end_matches(')'))
+    {
+        for ext in ["png", "svg"] {
+            let path = out.join(Path::new(figure).with_extension(ext));
+            assert!(
+                path.metadata().map(|m| m.len() > 1000).unwrap_or(false),
+                "{bin}: figure {} missing or empty",
+                path.display()
+            );
+        }
+    }
+    let variants = results["configs"].as_array().unwrap().len();
+    let runs = results["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2 * variants, "{bin}: every variant with every seed");
+    let uniform = (260f64).ln();
+    for run in runs {
+        assert_eq!(run["curve"].as_array().unwrap().len() as u64, run["steps"].as_u64().unwrap());
+        for domain in ["prose", "code", "math"] {
+            let loss = run["domains"][domain]["loss"].as_f64().unwrap();
+            assert!(loss > 0.0 && loss < uniform, "{bin} {}: {domain} loss {loss} does not beat ln V", run["variant"]);
+            assert!(run["domains"][domain]["bits_per_byte"].as_f64().unwrap() > 0.0);
+        }
+    }
+    (results, report)
+}
+
+fn mean_of(results: &Value, variant: &str, f: impl Fn(&Value) -> f64) -> f64 {
+    let values: Vec<f64> =
+        results["runs"].as_array().unwrap().iter().filter(|r| r["variant"] == variant).map(f).collect();
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[test]
+fn ablate_aux_free_smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (results, _) = run_study("ablate-aux-free", env!("CARGO_BIN_EXE_ablate-aux-free"), tmp.path());
+    let vio = |v: &str| mean_of(&results, v, |r| r["max_vio_global"].as_f64().unwrap());
+    for balanced in ["aux-free", "aux-loss-1e-2", "aux-loss-1e-3"] {
+        assert!(
+            vio(balanced) < vio("no-balance"),
+            "{balanced}: MaxVio_global {} vs no balancing {}",
+            vio(balanced),
+            vio("no-balance")
+        );
+    }
+}
+
+#[test]
+fn ablate_mtp_smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (results, report) = run_study("ablate-mtp", env!("CARGO_BIN_EXE_ablate-mtp"), tmp.path());
+    assert!(report.contains("Acceptance of the MTP draft"));
+    for run in results["runs"].as_array().unwrap() {
+        let spec = &run["speculative"];
+        if run["variant"] == "baseline" {
+            assert!(spec.is_null(), "the baseline has no MTP module");
+            continue;
+        }
+        let acceptance = spec["acceptance"].as_f64().unwrap();
+        assert!(spec["drafted"].as_u64().unwrap() > 0);
+        assert!(acceptance > spec["chance"].as_f64().unwrap(), "acceptance {acceptance} does not beat chance");
+        let per_step = spec["tokens_per_step"].as_f64().unwrap();
+        assert!((1.0..=2.0).contains(&per_step), "tokens per main step {per_step}");
+    }
+}
+
+#[test]
+fn ablate_balance_scope_smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (results, _) = run_study("ablate-balance-scope", env!("CARGO_BIN_EXE_ablate-balance-scope"), tmp.path());
+    for run in results["runs"].as_array().unwrap() {
+        let bits = run["specialisation_bits"].as_f64().unwrap();
+        // I(domain; expert) lies between 0 and log2(3 domains).
+        assert!((0.0..=3f64.log2()).contains(&bits), "specialisation {bits}");
+        let load = &run["domains"]["code"]["relative_load"][0];
+        let mean: f64 = load.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum::<f64>()
+            / load.as_array().unwrap().len() as f64;
+        assert!((mean - 1.0).abs() < 1e-9, "relative loads average to 1, got {mean}");
+    }
+}
