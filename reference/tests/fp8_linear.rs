@@ -4,11 +4,13 @@
 use ndarray::Array2;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use v3lab_reference::fp8::accumulate::Accumulator;
-use v3lab_reference::fp8::{Fp8Linear, LinearPrecision, ScaleMode, E4M3};
+use v3lab_reference::fp8::{Fp8Linear, LinearPrecision, ScaleMode, E4M3, E5M6};
 
 /// E4M3's unit roundoff: 3 mantissa bits, round to nearest → relative error ≤ 2^-4 for
 /// values in the normal range (the inputs below never scale into subnormals).
 const E4M3_UNIT: f64 = 0.0625;
+/// E5M6's: 6 mantissa bits → 2^-7 (its inputs here are scaled into its normal range too).
+const E5M6_UNIT: f64 = 1.0 / 128.0;
 
 /// The 14-bit accumulator with promotion every 128: in one group of 32 each term loses less
 /// than 2^-13 of the group's largest term (≤ 32·2^-13 = 2^-8 of the group's Σ|t|) and the
@@ -45,11 +47,24 @@ fn e4m3_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> Array2<f32> {
     })
 }
 
+/// Σ a·b and Σ |a·b| in f64: products of f32 are exact in f64, and the sums' rounding
+/// (≤ K·2^-53 relative) is negligible against every bound below.
 fn matmul_nt(a: &Array2<f32>, b: &Array2<f32>) -> (Array2<f64>, Array2<f64>) {
-    let (m, k) = a.dim();
-    let n = b.nrows();
-    let exact = Array2::from_shape_fn((m, n), |(i, j)| (0..k).map(|t| a[[i, t]] as f64 * b[[j, t]] as f64).sum());
-    let abs = Array2::from_shape_fn((m, n), |(i, j)| (0..k).map(|t| (a[[i, t]] as f64 * b[[j, t]] as f64).abs()).sum());
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    let (m, n) = (a.nrows(), b.nrows());
+    let (mut exact, mut abs) = (Array2::zeros((m, n)), Array2::zeros((m, n)));
+    for (i, ra) in a.rows().into_iter().enumerate() {
+        for (j, rb) in b.rows().into_iter().enumerate() {
+            let (mut s, mut sa) = (0.0f64, 0.0f64);
+            for (&x, &y) in ra.iter().zip(rb.iter()) {
+                let p = x as f64 * y as f64;
+                s += p;
+                sa += p.abs();
+            }
+            exact[[i, j]] = s;
+            abs[[i, j]] = sa;
+        }
+    }
     (exact, abs)
 }
 
@@ -73,24 +88,32 @@ fn check(what: &str, c: &Array2<f32>, a: &Array2<f32>, b: &Array2<f32>, rel: f64
 #[test]
 fn paper_recipe_is_within_format_bounds() {
     let mut rng = StdRng::seed_from_u64(6);
-    let (t, d_in, d_out) = (256, 384, 200); // 200: ragged last block
+    let (t, d_in, d_out) = (256, 300, 136); // ragged last blocks in both channel dims
                                             // Magnitudes in [0.5, 1]: every 1×128 tile's max is ≥ 0.5, so scaled values stay ≥ 224
                                             // /2 … 448: normal E4M3, where the unit roundoff bound holds.
     let x = rand_matrix(&mut rng, t, d_in, 0.5, 1.0);
     let w = rand_matrix(&mut rng, d_out, d_in, 0.5, 1.0);
     let dy = rand_matrix(&mut rng, t, d_out, 0.5, 1.0);
-    let quant = 2.0 * E4M3_UNIT + E4M3_UNIT * E4M3_UNIT;
-    for (name, acc, extra) in [
-        ("exact", Accumulator::EXACT, 0.0),
-        ("promote-128", Accumulator::PROMOTE_128, PROMOTE_128_ACCUMULATION * (1.0 + E4M3_UNIT).powi(2)),
+    // Relative error of a product of two rounded operands: (1 + u_a)(1 + u_b) − 1.
+    let both = |ua: f64, ub: f64| ua + ub + ua * ub;
+    let promoted = PROMOTE_128_ACCUMULATION * (1.0 + E4M3_UNIT).powi(2);
+    let e4m3 = Fp8Linear::default();
+    let e5m6 = Fp8Linear::attention_output();
+    for (name, cfg, extra) in [
+        ("exact", Fp8Linear { accumulator: Accumulator::EXACT, ..e4m3 }, 0.0),
+        ("promote-128", e4m3, promoted),
+        ("attention-output (E5M6 inputs)", e5m6, promoted),
     ] {
-        let cfg = Fp8Linear { accumulator: acc, ..Fp8Linear::default() };
-        let rel = |k: usize| quant + extra + f32_gemm_bound(k);
-        check(&format!("fprop {name}"), &cfg.forward(x.view(), w.view()), &x, &w, rel(d_in));
+        let ux = if cfg.activation_format == E5M6 { E5M6_UNIT } else { E4M3_UNIT };
+        let rel = |k: usize, ua: f64, ub: f64| both(ua, ub) + extra + f32_gemm_bound(k);
+        let y = cfg.forward(x.view(), w.view());
+        check(&format!("fprop {name}"), &y, &x, &w, rel(d_in, ux, E4M3_UNIT));
         let wt = w.t().to_owned();
-        check(&format!("dgrad {name}"), &cfg.backward_input(dy.view(), w.view()), &dy, &wt, rel(d_out));
+        let dx = cfg.backward_input(dy.view(), w.view());
+        check(&format!("dgrad {name}"), &dx, &dy, &wt, rel(d_out, E4M3_UNIT, E4M3_UNIT));
         let (dyt, xt) = (dy.t().to_owned(), x.t().to_owned());
-        check(&format!("wgrad {name}"), &cfg.backward_weight(dy.view(), x.view()), &dyt, &xt, rel(t));
+        let dw = cfg.backward_weight(dy.view(), x.view());
+        check(&format!("wgrad {name}"), &dw, &dyt, &xt, rel(t, E4M3_UNIT, ux));
     }
 }
 

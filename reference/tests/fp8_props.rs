@@ -177,3 +177,42 @@ fn fast_accum_truncates_small_terms_against_a_large_one() {
     // needs 11 significant bits, within the 14 of the accumulator.
     assert_eq!(sixteen.dot(&a, &b), 1.0 + 2f32.powi(-10));
 }
+
+/// The two readings of the mechanism on a case worked by hand: a first group whose sum is
+/// 1.0, then a group of 32 products of 2^-14. Added among themselves they make 2^-9, and
+/// 1 + 2^-9 fits 14 bits (`fast-accum`); aligned together with the running sum 1.0 each
+/// 2^-14 is below the quantum 2^-13 and truncates away (`fast-accum-aligned`).
+#[test]
+fn aligned_accumulator_loses_small_groups_against_a_large_sum() {
+    let small = 2f32.powi(-7);
+    let mut a = vec![0.0f32; 64];
+    let mut b = vec![0.0f32; 64];
+    a[0] = 1.0;
+    b[0] = 1.0;
+    for k in 32..64 {
+        a[k] = small;
+        b[k] = small;
+    }
+    assert_eq!(Accumulator::EXACT.dot(&a, &b), 1.0 + 2f32.powi(-9));
+    assert_eq!(Accumulator::FAST_ACCUM.dot(&a, &b), 1.0 + 2f32.powi(-9));
+    assert_eq!(Accumulator::FAST_ACCUM_ALIGNED.dot(&a, &b), 1.0);
+}
+
+/// Truncation toward zero vs the accumulator's 14 bits, by hand: 2^13 + 1 needs 14 bits
+/// (kept), 2^14 + 1 needs 15 (the 1 is dropped); promotion after the first product keeps it
+/// in f32.
+#[test]
+fn fourteen_bit_accumulator_by_hand() {
+    // 2^13 = 64·128 and 2^14 = 128·128: both products of E4M3 values (64, 128 ≤ 448).
+    for (big, kept) in [(64.0f32, true), (128.0, false)] {
+        let a = [big, 1.0];
+        let b = [128.0f32, 1.0];
+        let exact = big * 128.0 + 1.0;
+        // Two groups of one product each, so the 1 meets the large sum in the accumulator.
+        let one_by_one = Accumulator { group: 1, ..Accumulator::FAST_ACCUM };
+        let want = if kept { exact } else { big * 128.0 };
+        assert_eq!(one_by_one.dot(&a, &b), want, "2^{} + 1", (big * 128.0).log2());
+        let promoted = Accumulator { promote_every: Some(1), ..one_by_one };
+        assert_eq!(promoted.dot(&a, &b), exact);
+    }
+}

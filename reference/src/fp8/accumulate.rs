@@ -154,29 +154,27 @@ impl Accumulator {
             return products.iter().sum(); // nothing is rounded: grouping cannot matter
         }
         let mut acc = 0i128;
-        let mut terms = Vec::with_capacity(self.group.max(1) + 1);
         for group in products.chunks(self.group.max(1)) {
-            terms.clear();
-            terms.extend_from_slice(group);
-            let mut addend = acc;
-            if self.align_accumulator {
-                terms.push(acc);
-                addend = 0;
-            }
-            if let Some(kept) = self.kept_bits {
-                // Align to the largest term: keep `kept` bits below and including its
-                // leading bit, i.e. a quantum of 2^(e_max − kept + 1).
-                if let Some(e_max) = terms.iter().filter(|&&t| t != 0).map(|&t| exponent(t)).max() {
+            // Without the accumulator in the alignment it is added after the group's sum.
+            let (own, mut addend) = if self.align_accumulator { (acc, 0) } else { (0, acc) };
+            let e_max = match self.kept_bits {
+                Some(_) => group.iter().chain(std::iter::once(&own)).filter(|&&t| t != 0).map(|&t| exponent(t)).max(),
+                None => None,
+            };
+            let sum: i128 = match (self.kept_bits, e_max) {
+                (Some(kept), Some(e_max)) => {
+                    // Align to the largest term: keep `kept` bits below and including its
+                    // leading bit, i.e. a quantum of 2^(e_max − kept + 1).
                     let quantum = e_max - kept as i32 + 1;
-                    for t in terms.iter_mut() {
-                        *t = round_to_quantum(*t, quantum, self.term_rounding);
-                    }
+                    let own = round_to_quantum(own, quantum, self.term_rounding);
+                    group.iter().map(|&t| round_to_quantum(t, quantum, self.term_rounding)).sum::<i128>() + own
                 }
-            }
-            let sum = terms.iter().sum::<i128>() + addend;
+                _ => group.iter().sum::<i128>() + own,
+            };
+            addend += sum;
             acc = match self.acc_bits {
-                Some(bits) => round_sig(sum, bits, self.acc_rounding),
-                None => sum,
+                Some(bits) => round_sig(addend, bits, self.acc_rounding),
+                None => addend,
             };
         }
         acc
@@ -189,6 +187,12 @@ pub(crate) fn to_fixed(x: f64) -> i128 {
     if x == 0.0 || !x.is_finite() {
         assert!(x.is_finite(), "non-finite product in the accumulator");
         return 0;
+    }
+    // Fast path: x·2^64 is exact in f64 (a power-of-two scaling), and when it is an
+    // integer the cast is exact too.
+    let scaled = x * 2f64.powi(FRAC);
+    if scaled.abs() < 2f64.powi(126) && scaled.fract() == 0.0 {
+        return scaled as i128;
     }
     let bits = x.abs().to_bits();
     let biased = (bits >> 52) as i32;

@@ -14,7 +14,9 @@
 //!   128 tokens, §3.3.3 "from 1x128 to 128x1"). The simulation re-quantizes them from their
 //!   f32 values; the paper's kernels keep a second FP8 copy in that layout.
 //!
-//! Every tensor is E4M3 ("we adopt the E4M3 format on all tensors", §3.3.2).
+//! Every tensor is E4M3 ("we adopt the E4M3 format on all tensors", §3.3.2), except in
+//! [`Fp8Linear::attention_output`]: the inputs of the linear after attention are kept in
+//! "a customized E5M6 data format" with power-of-two scales (§3.3.3).
 //!
 //! # Use from the training loop
 //!
@@ -24,7 +26,7 @@
 //! return row-major f32 arrays with the shapes above.
 
 use super::accumulate::Accumulator;
-use super::codec::{Minifloat, E4M3};
+use super::codec::{Minifloat, E4M3, E5M6};
 use super::gemm::gemm;
 use super::scaling::{quantize, Granularity, ScaleMode, BLOCK};
 use ndarray::{Array2, ArrayView2};
@@ -32,8 +34,10 @@ use ndarray::{Array2, ArrayView2};
 /// The FP8 recipe of one linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fp8Linear {
-    /// The format of every GEMM input (E4M3 in the paper).
+    /// The format of the weights and the output gradients (E4M3 in the paper).
     pub format: Minifloat,
+    /// The format of the layer's input activations `x` (E4M3; E5M6 after attention).
+    pub activation_format: Minifloat,
     /// How the tensor core adds products (the paper: promotion every 128).
     pub accumulator: Accumulator,
     /// f32 scales, or powers of two (§3.3.3 uses those for cached/dispatched activations).
@@ -45,14 +49,25 @@ pub struct Fp8Linear {
 impl Default for Fp8Linear {
     /// The paper's recipe: E4M3 everywhere, 1×128 / 128×128 f32 scales, N_C = 128.
     fn default() -> Self {
-        Fp8Linear { format: E4M3, accumulator: Accumulator::PROMOTE_128, scale_mode: ScaleMode::F32, block: BLOCK }
+        Fp8Linear {
+            format: E4M3,
+            activation_format: E4M3,
+            accumulator: Accumulator::PROMOTE_128,
+            scale_mode: ScaleMode::F32,
+            block: BLOCK,
+        }
     }
 }
 
 impl Fp8Linear {
+    /// The linear after attention (§3.3.3): its inputs in E5M6, every scale a power of two.
+    pub fn attention_output() -> Self {
+        Fp8Linear { activation_format: E5M6, scale_mode: ScaleMode::PowerOfTwo, ..Fp8Linear::default() }
+    }
+
     /// Fprop: `y [T, Out] = x [T, In] · W [Out, In]ᵀ`.
     pub fn forward(&self, x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Array2<f32> {
-        let xq = quantize(x, self.format, Granularity::Tile(self.block), self.scale_mode);
+        let xq = quantize(x, self.activation_format, Granularity::Tile(self.block), self.scale_mode);
         let wq = quantize(w, self.format, Granularity::Block(self.block), self.scale_mode);
         gemm(&xq, &wq, &self.accumulator).expect("fp8 linear: x and W disagree on the input dimension")
     }
@@ -69,7 +84,7 @@ impl Fp8Linear {
     pub fn backward_weight(&self, dy: ArrayView2<'_, f32>, x: ArrayView2<'_, f32>) -> Array2<f32> {
         // 128×1 tiles of dy and x are 1×128 tiles of their transposes, along K = T.
         let dytq = quantize(dy.t(), self.format, Granularity::Tile(self.block), self.scale_mode);
-        let xtq = quantize(x.t(), self.format, Granularity::Tile(self.block), self.scale_mode);
+        let xtq = quantize(x.t(), self.activation_format, Granularity::Tile(self.block), self.scale_mode);
         gemm(&dytq, &xtq, &self.accumulator).expect("fp8 linear: dy and x disagree on the token dimension")
     }
 }

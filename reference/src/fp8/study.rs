@@ -215,7 +215,7 @@ fn paper_lines(acc: &[AccumulationRow], quant: &[QuantizationRow]) -> Vec<PaperL
             ours: format!("K = {k}: {}; {}", at("normal", "promote-128"), at("positive", "promote-128")),
         },
     ];
-    let pick = |g: &str, s: &str| quant.iter().filter(|r| r.granularity == g && r.scales == s).last();
+    let pick = |g: &str, s: &str| quant.iter().rfind(|r| r.granularity == g && r.scales == s);
     if let (Some(t), Some(tile)) = (pick("per-tensor", "f32"), pick("1x128 tiles", "f32")) {
         lines.push(PaperLine {
             statement: "fine-grained quantization (1x128 activation tiles) \"better accommodates outliers\" than \
