@@ -79,6 +79,9 @@ pub fn domain_mean(r: &RunResult, metric: fn(&DomainEval) -> f64) -> f64 {
     r.domains.values().map(metric).sum::<f64>() / r.domains.len().max(1) as f64
 }
 
+/// A metric of one run, boxed to sit in a list of columns.
+type Metric = Box<dyn Fn(&RunResult) -> Option<f64>>;
+
 /// A table of `metric` per domain (and its mean over domains), one row per variant.
 pub fn per_domain_table(
     results: &[RunResult],
@@ -87,11 +90,11 @@ pub fn per_domain_table(
     digits: usize,
 ) -> String {
     let domains: Vec<&str> = Domain::ALL.iter().map(|d| d.name()).collect();
-    let fns: Vec<Box<dyn Fn(&RunResult) -> Option<f64>>> = domains
+    let fns: Vec<Metric> = domains
         .iter()
         .map(|d| {
             let d = d.to_string();
-            Box::new(move |r: &RunResult| r.domains.get(&d).map(metric)) as Box<dyn Fn(&RunResult) -> Option<f64>>
+            Box::new(move |r: &RunResult| r.domains.get(&d).map(metric)) as Metric
         })
         .chain(std::iter::once(
             Box::new(move |r: &RunResult| Some(domain_mean(r, metric))) as Box<dyn Fn(&RunResult) -> Option<f64>>
