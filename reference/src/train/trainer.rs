@@ -268,7 +268,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 .map_err(|e| Error::file(&metrics_path, e))?;
             self.metrics.push(line);
             on_step(&m);
-            if self.cfg.checkpoint_every > 0 && done.is_multiple_of(self.cfg.checkpoint_every) && done < self.cfg.steps {
+            if self.cfg.checkpoint_every > 0 && done.is_multiple_of(self.cfg.checkpoint_every) && done < self.cfg.steps
+            {
                 self.save_checkpoint(&out.join("checkpoints").join(format!("step-{done:06}")))?;
             }
         }
