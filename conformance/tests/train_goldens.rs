@@ -205,3 +205,23 @@ fn speculative_decoding_accepts_right_drafts() {
     assert_eq!(stats, mtp::speculative::SpeculativeStats { forwards: 5, drafted: 4, accepted: 4 });
     assert_eq!(stats.acceptance_rate(), 1.0);
 }
+
+/// A model saved with its MTP module keeps the released names (`model.layers.{L+k-1}.*`)
+/// and loads back to the same tensors.
+#[test]
+fn mtp_module_saves_under_released_names() {
+    let dir = goldens_dir().join(GOLDEN);
+    let ckpt = checkpoint::load(&dir).unwrap();
+    let out = std::env::temp_dir().join(format!("v3lab-mtp-names-{}", std::process::id()));
+    checkpoint::save(&out, &ckpt.config, &ckpt.params, checkpoint::SaveDtype::F32).unwrap();
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let names: Vec<String> = SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(String::from).collect();
+    let l = ckpt.config.n_layers;
+    for leaf in ["eh_proj.weight", "enorm.weight", "hnorm.weight", "shared_head.norm.weight", "mlp.gate.weight"] {
+        let name = format!("model.layers.{l}.{leaf}");
+        assert!(names.contains(&name), "{name} missing from the saved checkpoint");
+    }
+    let back = checkpoint::load(&out).unwrap();
+    assert_eq!(back.params, ckpt.params);
+    std::fs::remove_dir_all(&out).unwrap();
+}
