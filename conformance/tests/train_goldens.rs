@@ -109,6 +109,17 @@ fn step0_gradient_of_each_term_matches_pytorch() {
         let (err, name) = check_term(&e, term, grads);
         eprintln!("grad.{term}: worst relative error {err:.2e} ({name})");
     }
+    // The training gradient is the same backward seeded with (1, λ, 1).
+    let obj = g.objective();
+    let (_, total, _) = loss_and_grads(&b, &g.model, &tok, &obj).unwrap();
+    let parts = [grads.main.leaves(), grads.mtp.leaves(), grads.aux.leaves()];
+    for (i, (name, _, got)) in total.leaves().into_iter().enumerate() {
+        let (main, mtp, aux) = (parts[0][i].2, parts[1][i].2, parts[2][i].2);
+        let want = (main + &(mtp * obj.mtp_lambda) + aux).mapv(f64::from);
+        if want.iter().any(|&x| x != 0.0) {
+            assert_close(&format!("total grad {name}"), got, &want, CPU_F32_REORDERED);
+        }
+    }
 }
 
 /// The README's step: zero grads, forward, backward of the total, clip the global norm,
