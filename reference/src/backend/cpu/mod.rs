@@ -175,10 +175,30 @@ impl<F: CpuFloat> Backend for Cpu<F> {
         }
         Ok(t.slice_axis(Axis(axis), (start..start + len).into()).as_standard_layout().into_owned())
     }
+    /// Row-major join: for each index of the axes before `axis`, the parts' contiguous
+    /// blocks one after the other (plain copies; `ndarray::concatenate` walks dynamic-rank
+    /// indices element by element).
     fn concat(&self, parts: &[&ArrayD<F>], axis: usize) -> Result<ArrayD<F>> {
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        let joined = ndarray::concatenate(Axis(axis), &views).map_err(|e| shape_err("concat", e.to_string()))?;
-        Ok(standard(joined))
+        let first = parts.first().ok_or_else(|| shape_err("concat", "no parts"))?;
+        let fits = |p: &ArrayD<F>| {
+            p.ndim() == first.ndim() && (0..p.ndim()).all(|a| a == axis || p.shape()[a] == first.shape()[a])
+        };
+        if axis >= first.ndim() || !parts.iter().all(|p| fits(p)) {
+            let shapes: Vec<_> = parts.iter().map(|p| p.shape().to_vec()).collect();
+            return Err(shape_err("concat", format!("{shapes:?} along axis {axis}")));
+        }
+        let outer: usize = first.shape()[..axis].iter().product();
+        let mut shape = first.shape().to_vec();
+        shape[axis] = parts.iter().map(|p| p.shape()[axis]).sum();
+        let blocks: Vec<_> = parts.iter().map(|p| p.as_standard_layout()).collect();
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for o in 0..outer {
+            for block in &blocks {
+                let width = block.len() / outer.max(1);
+                data.extend_from_slice(&block.as_slice().expect("standard layout")[o * width..(o + 1) * width]);
+            }
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("sizes add up"))
     }
     fn expand(&self, t: &ArrayD<F>, axis: usize, n: usize) -> Result<ArrayD<F>> {
         if t.shape().get(axis) != Some(&1) {
