@@ -52,6 +52,14 @@ pub fn max_vio(loads: &[usize]) -> f64 {
     }
 }
 
+/// Relative expert load (DeepSeek-V3 Figure 9 and Appendix C): each expert's load divided
+/// by the perfectly balanced load (the mean), so 1 is balanced; per domain when fed the
+/// loads of one domain's tokens. All zeros for no tokens.
+pub fn relative_load(loads: &[usize]) -> Vec<f64> {
+    let mean = loads.iter().sum::<usize>() as f64 / loads.len().max(1) as f64;
+    loads.iter().map(|&l| if mean == 0.0 { 0.0 } else { l as f64 / mean }).collect()
+}
+
 /// Expert loads of every MoE block accumulated over many batches (a run, or a validation
 /// set): MaxVio_global is [`max_vio`] of these sums, MaxVio_batch that of one batch's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,6 +209,7 @@ mod tests {
         assert_eq!(max_vio(&[2, 2, 2, 2]), 0.0);
         assert_eq!(max_vio(&[4, 2, 1, 1]), 1.0);
         assert_eq!(max_vio(&[0, 0]), 0.0);
+        assert_eq!(relative_load(&[4, 2, 1, 1]), vec![2.0, 1.0, 0.5, 0.5]);
     }
 
     #[test]
