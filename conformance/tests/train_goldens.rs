@@ -109,6 +109,17 @@ fn step0_gradient_of_each_term_matches_pytorch() {
         let (err, name) = check_term(&e, term, grads);
         eprintln!("grad.{term}: worst relative error {err:.2e} ({name})");
     }
+    // The training gradient is the same backward seeded with (1, λ, 1).
+    let obj = g.objective();
+    let (_, total, _) = loss_and_grads(&b, &g.model, &tok, &obj).unwrap();
+    let parts = [grads.main.leaves(), grads.mtp.leaves(), grads.aux.leaves()];
+    for (i, (name, _, got)) in total.leaves().into_iter().enumerate() {
+        let (main, mtp, aux) = (parts[0][i].2, parts[1][i].2, parts[2][i].2);
+        let want = (main + &(mtp * obj.mtp_lambda) + aux).mapv(f64::from);
+        if want.iter().any(|&x| x != 0.0) {
+            assert_close(&format!("total grad {name}"), got, &want, CPU_F32_REORDERED);
+        }
+    }
 }
 
 /// The README's step: zero grads, forward, backward of the total, clip the global norm,
@@ -204,4 +215,24 @@ fn speculative_decoding_accepts_right_drafts() {
     assert_eq!(got, vec![0; 9]);
     assert_eq!(stats, mtp::speculative::SpeculativeStats { forwards: 5, drafted: 4, accepted: 4 });
     assert_eq!(stats.acceptance_rate(), 1.0);
+}
+
+/// A model saved with its MTP module keeps the released names (`model.layers.{L+k-1}.*`)
+/// and loads back to the same tensors.
+#[test]
+fn mtp_module_saves_under_released_names() {
+    let dir = goldens_dir().join(GOLDEN);
+    let ckpt = checkpoint::load(&dir).unwrap();
+    let out = std::env::temp_dir().join(format!("v3lab-mtp-names-{}", std::process::id()));
+    checkpoint::save(&out, &ckpt.config, &ckpt.params, checkpoint::SaveDtype::F32).unwrap();
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let names: Vec<String> = SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(String::from).collect();
+    let l = ckpt.config.n_layers;
+    for leaf in ["eh_proj.weight", "enorm.weight", "hnorm.weight", "shared_head.norm.weight", "mlp.gate.weight"] {
+        let name = format!("model.layers.{l}.{leaf}");
+        assert!(names.contains(&name), "{name} missing from the saved checkpoint");
+    }
+    let back = checkpoint::load(&out).unwrap();
+    assert_eq!(back.params, ckpt.params);
+    std::fs::remove_dir_all(&out).unwrap();
 }

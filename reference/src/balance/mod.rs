@@ -52,6 +52,42 @@ pub fn max_vio(loads: &[usize]) -> f64 {
     }
 }
 
+/// Relative expert load (DeepSeek-V3 Figure 9 and Appendix C): each expert's load divided
+/// by the perfectly balanced load (the mean), so 1 is balanced; per domain when fed the
+/// loads of one domain's tokens. All zeros for no tokens.
+pub fn relative_load(loads: &[usize]) -> Vec<f64> {
+    let mean = loads.iter().sum::<usize>() as f64 / loads.len().max(1) as f64;
+    loads.iter().map(|&l| if mean == 0.0 { 0.0 } else { l as f64 / mean }).collect()
+}
+
+/// Expert loads of every MoE block accumulated over many batches (a run, or a validation
+/// set): MaxVio_global is [`max_vio`] of these sums, MaxVio_batch that of one batch's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadTally {
+    /// Per MoE block (main blocks, then MTP blocks), tokens routed to each expert so far.
+    pub loads: Vec<Vec<usize>>,
+}
+
+impl LoadTally {
+    /// Adds one batch's per-block loads.
+    pub fn add(&mut self, batch: &[Vec<usize>]) {
+        if self.loads.len() < batch.len() {
+            self.loads.resize(batch.len(), Vec::new());
+        }
+        for (acc, load) in self.loads.iter_mut().zip(batch) {
+            if acc.len() < load.len() {
+                acc.resize(load.len(), 0);
+            }
+            acc.iter_mut().zip(load).for_each(|(a, l)| *a += l);
+        }
+    }
+
+    /// MaxVio_global of each block.
+    pub fn max_vio_global(&self) -> Vec<f64> {
+        self.loads.iter().map(|l| max_vio(l)).collect()
+    }
+}
+
 /// The aux-loss-free update of one block's selection bias (§2.1.2): an overloaded expert
 /// (`load_i` above the mean) loses γ, an underloaded one gains γ, one exactly at the
 /// mean is left alone (`sign(0) = 0`, as `torch.sign`).
@@ -173,6 +209,18 @@ mod tests {
         assert_eq!(max_vio(&[2, 2, 2, 2]), 0.0);
         assert_eq!(max_vio(&[4, 2, 1, 1]), 1.0);
         assert_eq!(max_vio(&[0, 0]), 0.0);
+        assert_eq!(relative_load(&[4, 2, 1, 1]), vec![2.0, 1.0, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn global_max_vio_sums_batches() {
+        // Each batch is unbalanced (MaxVio_batch 1), their sum is perfectly balanced.
+        let mut tally = LoadTally::default();
+        tally.add(&[vec![2, 0]]);
+        tally.add(&[vec![0, 2]]);
+        assert_eq!(max_vio(&[2, 0]), 1.0);
+        assert_eq!(tally.loads, vec![vec![2, 2]]);
+        assert_eq!(tally.max_vio_global(), vec![0.0]);
     }
 
     #[test]

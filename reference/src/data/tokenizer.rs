@@ -158,7 +158,8 @@ mod bpe_tests {
     #[test]
     fn bpe_file_round_trips_and_finds_the_specials() {
         // A tiny BPE: the letters of "abc" and one merge "a b" -> "ab".
-        let vocab = [("a", 0), ("b", 1), ("c", 2), ("ab", 3)].map(|(t, i)| (t.to_string(), i)).into_iter().collect();
+        let vocab: tokenizers::models::bpe::Vocab =
+            [("a", 0u32), ("b", 1), ("c", 2), ("ab", 3)].map(|(t, i)| (t.to_string(), i)).into_iter().collect();
         let bpe = BPE::builder().vocab_and_merges(vocab, vec![("a".into(), "b".into())]).build().unwrap();
         let mut hf = HfTokenizer::new(bpe);
         let specials: Vec<AddedToken> = Special::ALL.iter().map(|s| AddedToken::from(s.text(), true)).collect();

@@ -16,7 +16,7 @@ mod routing;
 
 use super::{AdamWStep, Backend, RouteSpec, Routing};
 use crate::error::{Error, Result};
-use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix3, IxDyn};
+use ndarray::{Array3, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix3, IxDyn};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 
@@ -102,6 +102,16 @@ pub(crate) fn rows_view<'a, F>(t: &'a ArrayD<F>, op: &'static str) -> Result<Arr
     t.view().into_shape_with_order((rows, last)).map_err(|e| shape_err(op, e.to_string()))
 }
 
+/// `a` in row-major layout, copied only when it is not already (ndarray's products and
+/// joins may hand back other layouts; `as_standard_layout().into_owned()` would copy always).
+pub(crate) fn standard<F: Clone>(a: ArrayD<F>) -> ArrayD<F> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
 /// A token id checked against the table size.
 pub(crate) fn checked_row(id: i64, rows: usize, what: &str) -> Result<usize> {
     usize::try_from(id)
@@ -165,10 +175,30 @@ impl<F: CpuFloat> Backend for Cpu<F> {
         }
         Ok(t.slice_axis(Axis(axis), (start..start + len).into()).as_standard_layout().into_owned())
     }
+    /// Row-major join: for each index of the axes before `axis`, the parts' contiguous
+    /// blocks one after the other (plain copies; `ndarray::concatenate` walks dynamic-rank
+    /// indices element by element).
     fn concat(&self, parts: &[&ArrayD<F>], axis: usize) -> Result<ArrayD<F>> {
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        let joined = ndarray::concatenate(Axis(axis), &views).map_err(|e| shape_err("concat", e.to_string()))?;
-        Ok(joined.as_standard_layout().into_owned())
+        let first = parts.first().ok_or_else(|| shape_err("concat", "no parts"))?;
+        let fits = |p: &ArrayD<F>| {
+            p.ndim() == first.ndim() && (0..p.ndim()).all(|a| a == axis || p.shape()[a] == first.shape()[a])
+        };
+        if axis >= first.ndim() || !parts.iter().all(|p| fits(p)) {
+            let shapes: Vec<_> = parts.iter().map(|p| p.shape().to_vec()).collect();
+            return Err(shape_err("concat", format!("{shapes:?} along axis {axis}")));
+        }
+        let outer: usize = first.shape()[..axis].iter().product();
+        let mut shape = first.shape().to_vec();
+        shape[axis] = parts.iter().map(|p| p.shape()[axis]).sum();
+        let blocks: Vec<_> = parts.iter().map(|p| p.as_standard_layout()).collect();
+        let mut data = Vec::with_capacity(shape.iter().product());
+        for o in 0..outer {
+            for block in &blocks {
+                let width = block.len() / outer.max(1);
+                data.extend_from_slice(&block.as_slice().expect("standard layout")[o * width..(o + 1) * width]);
+            }
+        }
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("sizes add up"))
     }
     fn expand(&self, t: &ArrayD<F>, axis: usize, n: usize) -> Result<ArrayD<F>> {
         if t.shape().get(axis) != Some(&1) {
@@ -222,8 +252,22 @@ impl<F: CpuFloat> Backend for Cpu<F> {
         *shape.last_mut().unwrap() = w2.nrows();
         // `dot` may hand back a column-major product (it picks the layout of its operands,
         // e.g. for a single output column): make it row-major before reshaping.
-        let y = x2.dot(&w2.t()).as_standard_layout().into_owned();
+        let y = standard(x2.dot(&w2.t()).into_dyn());
         Ok(y.into_shape_with_order(IxDyn(&shape)).expect("row-major product"))
+    }
+    /// The trait's default with views instead of reshaped and transposed copies:
+    /// `dx = dy · w`, `dw = dyᵀ · x` straight from the row views.
+    fn linear_backward(&self, x: &ArrayD<F>, w: &ArrayD<F>, dy: &ArrayD<F>) -> Result<(ArrayD<F>, ArrayD<F>)> {
+        let (w2, x2, dy2) =
+            (as2(w, "linear_backward")?, rows_view(x, "linear_backward")?, rows_view(dy, "linear_backward")?);
+        if x2.ncols() != w2.ncols() || dy2.ncols() != w2.nrows() || dy2.nrows() != x2.nrows() {
+            return Err(shape_err(
+                "linear_backward",
+                format!("x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape()),
+            ));
+        }
+        let dx = standard(dy2.dot(&w2).into_dyn()).into_shape_with_order(x.raw_dim()).expect("row-major product");
+        Ok((dx, standard(dy2.t().dot(&x2).into_dyn())))
     }
 
     fn matmul(&self, a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, trans_b: bool) -> Result<ArrayD<F>> {
@@ -242,14 +286,11 @@ impl<F: CpuFloat> Backend for Cpu<F> {
         if a3.dim().0 != b3.dim().0 || k != k2 {
             return Err(err());
         }
-        let products: Vec<Array2<F>> = (0..a3.dim().0)
-            .into_par_iter()
-            .map(|i| pick(a3.index_axis(Axis(0), i), trans_a).dot(&pick(b3.index_axis(Axis(0), i), trans_b)))
-            .collect();
         let mut out = Array3::<F>::zeros((a3.dim().0, m, n));
-        for (mut dst, src) in out.outer_iter_mut().zip(&products) {
-            dst.assign(src);
-        }
+        out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(i, mut dst)| {
+            let (ai, bi) = (pick(a3.index_axis(Axis(0), i), trans_a), pick(b3.index_axis(Axis(0), i), trans_b));
+            ndarray::linalg::general_mat_mul(F::one(), &ai, &bi, F::zero(), &mut dst);
+        });
         Ok(out.into_dyn())
     }
 
