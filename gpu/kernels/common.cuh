@@ -4,6 +4,14 @@
 // Tensors are dense row-major f32; indices are int64 (the Backend trait's i64). Sizes are
 // passed as 64-bit integers so that no tensor is limited to 2^31 elements.
 
+// NVRTC has no <math.h>: the two special values the kernels need.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#ifndef NAN
+#define NAN __int_as_float(0x7fffffff)
+#endif
+
 typedef long long i64;
 typedef unsigned long long u64;
 

@@ -163,6 +163,13 @@ impl CudaBackend {
         self.stream.synchronize().map_err(err)
     }
 
+    /// A plain device-to-device copy (`cuMemcpyDtoDAsync`): the bandwidth yardstick of
+    /// the benchmarks.
+    pub fn device_copy(&self, t: &CudaTensor) -> Result<CudaTensor> {
+        let copy = self.stream.clone_dtod(&*t.data).map_err(err)?;
+        Ok(self.tensor(copy, t.shape.clone()))
+    }
+
     /// Reads and clears the sticky error word; an error names every operation that met a
     /// bad index since the last check.
     pub(crate) fn check_error_word(&self) -> Result<()> {
@@ -186,7 +193,7 @@ impl CudaBackend {
         CudaTensor { data: Arc::new(data), shape }
     }
 
-    pub(crate) fn func(&self, module: kernels::Module, name: &str) -> Result<cudarc::driver::CudaFunction> {
+    pub(crate) fn func(&self, module: kernels::Module, name: &'static str) -> Result<cudarc::driver::CudaFunction> {
         self.kernels.function(&self.ctx, module, name)
     }
 }

@@ -8,7 +8,8 @@
 use crate::device::err;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use v3lab_reference::Result;
 
 const COMMON: &str = include_str!("../kernels/common.cuh");
@@ -112,10 +113,12 @@ fn compile(module: Module, arch: &'static str) -> std::result::Result<String, St
 /// process uses one device).
 static PTX: [OnceLock<std::result::Result<String, String>>; 12] = [const { OnceLock::new() }; 12];
 
-/// The modules loaded into one backend's context.
+/// The modules loaded into one backend's context, and the functions looked up in them
+/// (a launch then costs no driver lookup).
 pub(crate) struct Kernels {
     arch: &'static str,
     loaded: [OnceLock<Arc<CudaModule>>; 12],
+    functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
 
 impl Kernels {
@@ -123,10 +126,13 @@ impl Kernels {
         // cudarc wants a 'static str; one short string per process at most per arch.
         static ARCH: OnceLock<&'static str> = OnceLock::new();
         let arch = ARCH.get_or_init(|| Box::leak(format!("compute_{major}{minor}").into_boxed_str()));
-        Kernels { arch, loaded: [const { OnceLock::new() }; 12] }
+        Kernels { arch, loaded: [const { OnceLock::new() }; 12], functions: Mutex::new(HashMap::new()) }
     }
 
-    pub(crate) fn function(&self, ctx: &Arc<CudaContext>, module: Module, name: &str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, ctx: &Arc<CudaContext>, module: Module, name: &'static str) -> Result<CudaFunction> {
+        if let Some(f) = self.functions.lock().map_err(|_| err("kernel table lock poisoned"))?.get(name) {
+            return Ok(f.clone());
+        }
         let i = module.index();
         let loaded = match self.loaded[i].get() {
             Some(m) => m.clone(),
@@ -137,7 +143,9 @@ impl Kernels {
                 self.loaded[i].get_or_init(|| m).clone()
             }
         };
-        loaded.load_function(name).map_err(|e| err(format!("kernel {name} in {}: {e}", module.file())))
+        let f = loaded.load_function(name).map_err(|e| err(format!("kernel {name} in {}: {e}", module.file())))?;
+        self.functions.lock().map_err(|_| err("kernel table lock poisoned"))?.insert(name, f.clone());
+        Ok(f)
     }
 }
 
@@ -153,9 +161,40 @@ pub(crate) fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Compiles every module for `arch` (e.g. "compute_90") with NVRTC, without a device:
+/// (file, PTX) pairs. Lets a machine with NVRTC but no GPU check the kernels.
+pub fn compile_all(arch: &'static str) -> std::result::Result<Vec<(&'static str, String)>, String> {
+    MODULES.iter().map(|&m| compile(m, arch).map(|ptx| (m.file(), ptx))).collect()
+}
+
+/// Whether NVRTC can be loaded here.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kernel compiles for Hopper (compute_90) and the PTX has its entry points.
+    /// Needs only NVRTC (no driver, no device): skipped, saying so, without it.
+    #[test]
+    fn kernels_compile_for_hopper_with_nvrtc() {
+        if !nvrtc_present() {
+            println!("skipped: NVRTC (libnvrtc) not found");
+            return;
+        }
+        let all = compile_all("compute_90").unwrap_or_else(|e| panic!("{e}"));
+        for (file, ptx) in &all {
+            let module = MODULES.iter().find(|m| m.file() == *file).unwrap();
+            for line in module.source().lines().filter(|l| l.starts_with("extern \"C\" __global__ void ")) {
+                let name = line["extern \"C\" __global__ void ".len()..].split('(').next().unwrap();
+                assert!(ptx.contains(&format!(".entry {name}(")), "{file}: no entry {name} in the PTX");
+            }
+        }
+        println!("all {} kernel modules compile for compute_90", all.len());
+    }
 
     /// Every module's source is non-empty, defines the kernels named after its ops, and
     /// is listed once (what can be checked without NVRTC).

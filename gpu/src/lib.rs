@@ -27,6 +27,7 @@ mod routing;
 
 pub use device::{CudaBackend, CudaIndices, CudaTensor};
 pub use fp8::{Fp8Blocks, Fp8Tensor};
+pub use kernels::{compile_all, nvrtc_present};
 
 /// For tests and benches: the backend, or `None` after printing
 /// "skipped: no CUDA device (<reason>)" where there is no usable device.
