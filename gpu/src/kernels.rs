@@ -182,7 +182,8 @@ mod tests {
     #[test]
     fn kernels_compile_for_hopper_with_nvrtc() {
         if !nvrtc_present() {
-            println!("skipped: NVRTC (libnvrtc) not found");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "skipped: NVRTC (libnvrtc) not found");
             return;
         }
         let all = compile_all("compute_90").unwrap_or_else(|e| panic!("{e}"));

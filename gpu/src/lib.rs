@@ -30,12 +30,15 @@ pub use fp8::{Fp8Blocks, Fp8Tensor};
 pub use kernels::{compile_all, nvrtc_present};
 
 /// For tests and benches: the backend, or `None` after printing
-/// "skipped: no CUDA device (<reason>)" where there is no usable device.
+/// "skipped: no CUDA device (<reason>)" where there is no usable device. The line goes
+/// straight to stderr, past the test harness's capture, so that `cargo test` shows every
+/// skip even when the test passes.
 pub fn cuda_or_skip() -> Option<CudaBackend> {
     match CudaBackend::new() {
         Ok(b) => Some(b),
         Err(e) => {
-            println!("skipped: no CUDA device ({e})");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "skipped: no CUDA device ({e})");
             None
         }
     }
