@@ -4,6 +4,11 @@
 //! Errors are measured as `‖out − ref‖ / ‖ref‖` over a whole tensor; a failing check
 //! prints its evidence (relative and max abs error, where, the first differing pairs).
 
+pub mod suite;
+mod suite_faulty;
+pub mod suite_fp8;
+mod suite_model;
+mod suite_ops;
 pub mod tolerance;
 
 use ndarray::ArrayD;

@@ -1,16 +1,23 @@
 //! `v3lab logits --checkpoint DIR --tokens FILE --out FILE`: the contract of DESIGN.md.
 //! Tokens: safetensors with an I64 tensor `tokens` [B, S]; output: F32 `logits` [B, S, V].
+//! The forward is generic over the backend: `--backend cuda` runs it on the GPU (and
+//! fails with a clear error where there is none); `--decode` computes the same logits by
+//! incremental decoding through the cache, one position at a time.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use ndarray::Ix2;
+use ndarray::{ArrayD, Axis, Ix2};
 use std::path::PathBuf;
+use v3lab::checkpoint::Checkpoint;
 use v3lab::io::{write_safetensors, MappedFile, OwnedTensor};
-use v3lab::{checkpoint, AttentionImpl, Backend, CpuBackend, Transformer};
+use v3lab::{checkpoint, AttentionImpl, Backend, CpuBackend, Decoder, Transformer};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BackendChoice {
+    /// The f32 reference on the CPU.
     Cpu,
+    /// The CUDA backend on device 0 (kernels compiled by NVRTC at first use).
+    Cuda,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -36,6 +43,10 @@ pub struct LogitsArgs {
     pub backend: BackendChoice,
     #[arg(long, value_enum, default_value = "absorbed")]
     pub attention: AttentionChoice,
+    /// Compute the logits by incremental decoding (one position per step, through the
+    /// cache of the chosen attention) instead of one forward over all positions.
+    #[arg(long)]
+    pub decode: bool,
 }
 
 /// Reads `tokens` [B, S] (I64) from a safetensors file.
@@ -52,6 +63,31 @@ pub fn read_tokens(path: &std::path::Path) -> Result<ndarray::Array2<i64>> {
     Ok(tokens)
 }
 
+/// Logits `[B, S, V]` of `tokens` on backend `b`.
+fn logits_on<B: Backend>(
+    b: &B,
+    ckpt: &Checkpoint,
+    tokens: &ndarray::Array2<i64>,
+    imp: AttentionImpl,
+    decode: bool,
+    tokens_path: &std::path::Path,
+) -> Result<ArrayD<f32>> {
+    let model = Transformer::new(b, ckpt.config.clone(), &ckpt.params)?;
+    model.check_tokens(tokens.view()).with_context(|| format!("{}: tensor `tokens`", tokens_path.display()))?;
+    if !decode {
+        let logits = model.forward(b, &b.upload_indices(tokens.view().into_dyn())?, imp)?;
+        return Ok(b.download(&logits)?);
+    }
+    let mut dec = Decoder::new(b, &model, imp, tokens.nrows(), tokens.ncols())?;
+    let mut steps = Vec::new();
+    for pos in 0..tokens.ncols() {
+        let one = tokens.slice(ndarray::s![.., pos..pos + 1]).to_owned().into_dyn();
+        steps.push(b.download(&dec.step(b, &b.upload_indices(one.view())?)?)?);
+    }
+    let views: Vec<_> = steps.iter().map(|a| a.view()).collect();
+    Ok(ndarray::concatenate(Axis(1), &views)?)
+}
+
 pub fn run(args: &LogitsArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.checkpoint)?;
     let tokens = read_tokens(&args.tokens)?;
@@ -60,12 +96,10 @@ pub fn run(args: &LogitsArgs) -> Result<()> {
         AttentionChoice::Absorbed => AttentionImpl::Absorbed,
     };
     let logits = match args.backend {
-        BackendChoice::Cpu => {
-            let b = CpuBackend;
-            let model = Transformer::new(&b, ckpt.config, &ckpt.params)?;
-            model.check_tokens(tokens.view()).with_context(|| format!("{}: tensor `tokens`", args.tokens.display()))?;
-            let logits = model.forward(&b, &b.upload_indices(tokens.view().into_dyn())?, imp)?;
-            b.download(&logits)?
+        BackendChoice::Cpu => logits_on(&CpuBackend, &ckpt, &tokens, imp, args.decode, &args.tokens)?,
+        BackendChoice::Cuda => {
+            let b = v3lab_gpu::CudaBackend::new().context("--backend cuda")?;
+            logits_on(&b, &ckpt, &tokens, imp, args.decode, &args.tokens)?
         }
     };
     if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
@@ -74,4 +108,29 @@ pub fn run(args: &LogitsArgs) -> Result<()> {
     }
     write_safetensors(&args.out, &[OwnedTensor::f32("logits", logits.view())])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--decode` (one position per step through either cache) gives the forward's logits.
+    #[test]
+    fn decode_matches_forward_on_the_cpu() {
+        let goldens = std::env::var_os("V3LAB_GOLDENS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/goldens"));
+        let dir = goldens.join("official-v3-tiny");
+        let ckpt = checkpoint::load(&dir).unwrap();
+        let tokens = ndarray::Array2::from_shape_fn((2, 9), |(b, s)| ((7 * b + 5 * s) % 50) as i64);
+        for imp in [AttentionImpl::Naive, AttentionImpl::Absorbed] {
+            let path = std::path::Path::new("tokens");
+            let full = logits_on(&CpuBackend, &ckpt, &tokens, imp, false, path).unwrap();
+            let steps = logits_on(&CpuBackend, &ckpt, &tokens, imp, true, path).unwrap();
+            let diff: f32 = (&full - &steps).mapv(|v| v * v).sum().sqrt();
+            let norm: f32 = full.mapv(|v| v * v).sum().sqrt();
+            // Same f32 quantities in another order (CPU_F32_REORDERED in the conformance crate).
+            assert!(diff / norm < 1e-5, "{imp:?}: decode vs forward {}", diff / norm);
+        }
+    }
 }

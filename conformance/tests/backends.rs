@@ -1,0 +1,52 @@
+//! The generic conformance suite, stamped out per check (see `v3lab_conformance::suite`):
+//! `<check>::cuda` compares the CUDA backend with the CPU reference (skipped, and saying
+//! so, without a device); `<check>::cpu_catches_fault` shows the check fails on a CPU
+//! backend with a fault injected.
+
+use v3lab_conformance::conformance_tests;
+use v3lab_conformance::suite::*;
+
+conformance_tests! {
+    layout: check_layout, Fault::Permute;
+    layout_concat: check_layout, Fault::Concat;
+    layout_write_at: check_layout, Fault::WriteAt;
+    elementwise: check_elementwise, Fault::Add;
+    products: check_products, Fault::Matmul;
+    products_linear: check_products, Fault::Linear;
+    norm_swiglu: check_norm_swiglu, Fault::RmsNorm;
+    norm_swiglu_act: check_norm_swiglu, Fault::Swiglu;
+    rope: check_rope, Fault::Rope;
+    embedding_rows: check_embedding_rows, Fault::Embedding;
+    attention: check_attention, Fault::Attention;
+    latent_attention: check_latent_attention, Fault::LatentAttention;
+    route: check_route, Fault::RouteIndices;
+    dispatch: check_dispatch, Fault::Dispatch;
+    moe: check_moe, Fault::ScatterAdd;
+    mla: check_mla, Fault::Rope;
+    random_model: check_random_model, Fault::LatentAttention;
+    goldens: check_goldens, Fault::RmsNorm;
+}
+
+/// FP8 is an inherent part of the CUDA backend (no `Backend` method yet): quantisation bit
+/// for bit and the block-scaled GEMM against the host oracle of `suite_fp8`, whose own
+/// tests run everywhere.
+#[test]
+fn fp8_cuda() {
+    let Some(b) = v3lab_gpu::cuda_or_skip() else { return };
+    v3lab_conformance::suite_fp8::check_fp8_cuda(&b);
+    println!("fp8: CUDA matches the host oracle on {}", b.device_name());
+}
+
+/// `CudaBackend::new` fails cleanly (no panic) where there is no device; where there is
+/// one, it reports its architecture.
+#[test]
+fn cuda_backend_opens_or_explains() {
+    match v3lab_gpu::CudaBackend::new() {
+        Ok(b) => println!("CUDA device: {} (compute capability {:?})", b.device_name(), b.compute_capability()),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("cuda"), "the error names the backend: {msg}");
+            println!("skipped: no CUDA device ({msg})");
+        }
+    }
+}

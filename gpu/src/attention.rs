@@ -1,0 +1,120 @@
+//! Causal attention and MLA's absorbed decode over the latent cache
+//! (`kernels/attention.cu`: one block per query row, online softmax over key tiles).
+
+use crate::device::{err, CudaBackend, CudaTensor};
+use crate::kernels::Module;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use v3lab_reference::{Error, Result};
+
+/// `ATT_THREADS`, `ATT_TILE` and the widest value row of `kernels/attention.cu`.
+const ATT_THREADS: u32 = 128;
+const ATT_TILE: usize = 64;
+const MAX_VALUE_WIDTH: usize = 128 * 8;
+
+fn grid(seq: usize, heads: usize, batch: usize, shared_floats: usize, op: &'static str) -> Result<LaunchConfig> {
+    if heads > 65535 || batch > 65535 {
+        return Err(Error::shape(op, format!("{batch} batches × {heads} heads exceed the grid")));
+    }
+    let shared = shared_floats * 4;
+    if shared > 48 * 1024 {
+        return Err(Error::shape(op, format!("query width needs {shared} bytes of shared memory (> 48 KiB)")));
+    }
+    Ok(LaunchConfig {
+        grid_dim: (seq as u32, heads as u32, batch as u32),
+        block_dim: (ATT_THREADS, 1, 1),
+        shared_mem_bytes: shared as u32,
+    })
+}
+
+impl CudaBackend {
+    pub(crate) fn attention_forward_f32(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        scale: f32,
+        q_offset: usize,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let (&[batch, seq, heads, dk], &[kb, keys, kh, dk2], &[vb, vt, vh, dv]) =
+            (q.shape.as_slice(), k.shape.as_slice(), v.shape.as_slice())
+        else {
+            return Err(Error::shape("attention_forward", "q, k, v must be rank 4"));
+        };
+        if (kb, kh, dk2) != (batch, heads, dk)
+            || (vb, vt, vh) != (batch, keys, heads)
+            || q_offset + seq > keys
+            || dv > MAX_VALUE_WIDTH
+        {
+            return Err(Error::shape(
+                "attention_forward",
+                format!("q {:?}, k {:?}, v {:?}, offset {q_offset}", q.shape, k.shape, v.shape),
+            ));
+        }
+        let mut out = self.alloc(batch * seq * heads * dv)?;
+        let mut lse = self.alloc(batch * heads * seq)?;
+        if batch * seq * heads > 0 {
+            let cfg = grid(seq, heads, batch, dk + ATT_TILE, "attention_forward")?;
+            let f = self.func(Module::Attention, "attention_forward_f32")?;
+            let dims = [seq as i64, heads as i64, keys as i64, dk as i64, dv as i64];
+            let off = q_offset as i64;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut out).arg(&mut lse).arg(&*q.data).arg(&*k.data).arg(&*v.data);
+            for d in &dims {
+                launch.arg(d);
+            }
+            launch.arg(&scale).arg(&off);
+            // SAFETY: shapes checked above; every row reads keys 0..=q_offset+s < T.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+        }
+        Ok((self.tensor(out, vec![batch, seq, heads, dv]), self.tensor(lse, vec![batch, heads, seq])))
+    }
+
+    /// The fused override of `Backend::latent_attention_forward`: every head reads the one
+    /// latent cache row per position directly; nothing is expanded or concatenated.
+    pub(crate) fn latent_attention_forward_f32(
+        &self,
+        q_latent: &CudaTensor,
+        q_pe: &CudaTensor,
+        kv_latent: &CudaTensor,
+        k_pe: &CudaTensor,
+        scale: f32,
+        q_offset: usize,
+    ) -> Result<CudaTensor> {
+        let op = "latent_attention_forward";
+        let (&[batch, seq, heads, c], &[pb, ps, ph, rope], &[kb, keys, kc], &[eb, et, er]) =
+            (q_latent.shape.as_slice(), q_pe.shape.as_slice(), kv_latent.shape.as_slice(), k_pe.shape.as_slice())
+        else {
+            return Err(Error::shape(op, "q_latent, q_pe must be rank 4, kv_latent, k_pe rank 3"));
+        };
+        if (pb, ps, ph) != (batch, seq, heads)
+            || (kb, kc) != (batch, c)
+            || (eb, et, er) != (batch, keys, rope)
+            || q_offset + seq > keys
+            || c > MAX_VALUE_WIDTH
+        {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "q_latent {:?}, q_pe {:?}, kv_latent {:?}, k_pe {:?}, offset {q_offset}",
+                    q_latent.shape, q_pe.shape, kv_latent.shape, k_pe.shape
+                ),
+            ));
+        }
+        let mut out = self.alloc(batch * seq * heads * c)?;
+        if batch * seq * heads > 0 {
+            let cfg = grid(seq, heads, batch, c + rope + ATT_TILE, op)?;
+            let f = self.func(Module::Attention, "latent_attention_forward_f32")?;
+            let dims = [seq as i64, heads as i64, keys as i64, c as i64, rope as i64];
+            let off = q_offset as i64;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut out).arg(&*q_latent.data).arg(&*q_pe.data).arg(&*kv_latent.data).arg(&*k_pe.data);
+            for d in &dims {
+                launch.arg(d);
+            }
+            launch.arg(&scale).arg(&off);
+            // SAFETY: shapes checked above; rows read keys 0..=q_offset+s < T.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+        }
+        Ok(self.tensor(out, vec![batch, seq, heads, c]))
+    }
+}

@@ -1,0 +1,120 @@
+//! The gate's routing decision and token permutation by expert
+//! (`kernels/route.cu`, `kernels/expert_dispatch.cu`).
+
+use crate::device::{err, CudaBackend, CudaIndices, CudaTensor};
+use crate::kernels::{elementwise_cfg, Module};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+use v3lab_reference::backend::{Dispatch, Routing};
+use v3lab_reference::{Error, Result, RouteSpec, ScoreFunc};
+
+const ROUTE_THREADS: u32 = 256;
+const PLACE_THREADS: u32 = 256;
+
+impl CudaBackend {
+    pub(crate) fn route_f32(
+        &self,
+        logits: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        spec: &RouteSpec,
+    ) -> Result<Routing<Self>> {
+        let &[n, n_experts] = logits.shape.as_slice() else {
+            return Err(Error::shape("route", format!("logits must be [N, E], got {:?}", logits.shape)));
+        };
+        if spec.n_groups == 0 || n_experts % spec.n_groups != 0 || spec.topk_groups > spec.n_groups {
+            return Err(Error::shape("route", format!("{n_experts} experts in {} groups", spec.n_groups)));
+        }
+        if bias.is_some_and(|b| b.shape != [n_experts]) {
+            return Err(Error::shape("route", format!("bias for {n_experts} experts")));
+        }
+        if spec.top_k > n_experts {
+            return Err(Error::shape("route", format!("top-{} of {n_experts} experts", spec.top_k)));
+        }
+        let k = spec.top_k;
+        let mut weights = self.alloc(n * k)?;
+        let mut scores = self.alloc(n * n_experts)?;
+        // SAFETY: the kernel writes all n × k indices.
+        let mut indices = unsafe { self.stream.alloc::<i64>((n * k).max(1)) }.map_err(err)?;
+        if n > 0 && k > 0 {
+            let shared = 4 * (2 * n_experts + spec.n_groups + k);
+            if shared > 48 * 1024 {
+                return Err(Error::shape("route", format!("{n_experts} experts need {shared} bytes of shared memory")));
+            }
+            let f = self.func(Module::Route, "route_f32")?;
+            let null_bias = self.alloc(1)?;
+            let bias_buf = bias.map(|b| &*b.data).unwrap_or(&null_bias);
+            let ints = [
+                n_experts as i32,
+                (spec.score_func == ScoreFunc::Sigmoid) as i32,
+                k as i32,
+                spec.n_groups as i32,
+                spec.topk_groups as i32,
+                spec.normalize as i32,
+            ];
+            let has_bias = bias.is_some() as i32;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut weights).arg(&mut indices).arg(&mut scores).arg(&*logits.data);
+            launch.arg(bias_buf).arg(&has_bias);
+            for i in &ints {
+                launch.arg(i);
+            }
+            launch.arg(&spec.route_scale);
+            let cfg = LaunchConfig {
+                grid_dim: (n as u32, 1, 1),
+                block_dim: (ROUTE_THREADS, 1, 1),
+                shared_mem_bytes: shared as u32,
+            };
+            // SAFETY: n rows of E logits; outputs sized n × k and n × E.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+        }
+        Ok(Routing {
+            weights: self.tensor(weights, vec![n, k]),
+            indices: CudaIndices { data: Arc::new(indices), shape: vec![n, k] },
+            scores: self.tensor(scores, vec![n, n_experts]),
+        })
+    }
+
+    /// The override of `Backend::expert_dispatch`: counting sort on the device; only the
+    /// E counts travel to the host (the loop over experts needs the offsets there).
+    pub(crate) fn expert_dispatch_i64(&self, indices: &CudaIndices, n_experts: usize) -> Result<Dispatch<Self>> {
+        let nk: usize = indices.shape.iter().product();
+        let top_k = indices.shape.get(1).copied().unwrap_or(1).max(1);
+        let mut counts = self.stream.alloc_zeros::<i32>(n_experts.max(1)).map_err(err)?;
+        if nk > 0 {
+            let f = self.func(Module::ExpertDispatch, "expert_count_i64")?;
+            let (nk64, e64) = (nk as i64, n_experts as i64);
+            let word = self.error_word.lock().map_err(|_| err("error word lock poisoned"))?;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut counts).arg(&*indices.data).arg(&nk64).arg(&e64).arg(&*word);
+            // SAFETY: expert ids are range-checked in the kernel.
+            unsafe { launch.launch(elementwise_cfg(nk)) }.map_err(err)?;
+        }
+        // Reads the error word: an expert id out of range fails here, as on the CPU.
+        self.check_error_word()?;
+        let counts = self.stream.clone_dtoh(&counts).map_err(err)?;
+        let mut offsets = vec![0usize];
+        for &c in counts.iter().take(n_experts) {
+            offsets.push(offsets.last().expect("non-empty") + c as usize);
+        }
+        // SAFETY: expert_place writes every one of the nk positions (the counts sum to nk).
+        let mut token_rows = unsafe { self.stream.alloc::<i64>(nk.max(1)) }.map_err(err)?;
+        let mut slots = unsafe { self.stream.alloc::<i64>(nk.max(1)) }.map_err(err)?;
+        if nk > 0 && n_experts > 0 {
+            let host_offsets: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
+            let dev_offsets = self.stream.clone_htod(&host_offsets).map_err(err)?;
+            let f = self.func(Module::ExpertDispatch, "expert_place_i64")?;
+            let (nk64, k64) = (nk as i64, top_k as i64);
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut token_rows).arg(&mut slots).arg(&*indices.data).arg(&dev_offsets).arg(&nk64).arg(&k64);
+            let cfg = LaunchConfig {
+                grid_dim: (n_experts as u32, 1, 1),
+                block_dim: (PLACE_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: positions offsets[e]..offsets[e+1] are inside the nk outputs.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+        }
+        let idx = |data| CudaIndices { data: Arc::new(data), shape: vec![nk] };
+        Ok(Dispatch { token_rows: idx(token_rows), slots: idx(slots), offsets })
+    }
+}
