@@ -7,9 +7,9 @@ use crate::{assert_close, goldens_dir, read_f64};
 use ndarray::{s, ArrayD, Axis, IxDyn};
 use rand::Rng;
 use v3lab_reference::mla::{mla_forward, rope::RopeTable, LayerCache};
-use v3lab_reference::train::init::init_params;
 use v3lab_reference::model::params::{FfnParams, Params};
 use v3lab_reference::moe::moe_forward;
+use v3lab_reference::train::init::init_params;
 use v3lab_reference::{checkpoint, AttentionImpl, Backend, CpuBackend, Decoder, ModelConfig, Transformer};
 
 const CPU: CpuBackend = CpuBackend;

@@ -2,21 +2,12 @@
 //! a sequence-wise auxiliary loss (two values of α) against auxiliary-loss-free balancing
 //! (the selection bias, γ = 0.001, no loss) and no balancing at all.
 
+use super::balancing as variant;
 use crate::figures::{expert_load, loss_curves, max_vio_curves};
 use crate::report::{compare_variants, domain_mean, per_domain_table, table, Column};
-use crate::run::{RunResult, Variant};
+use crate::run::RunResult;
 use crate::study::Study;
 use v3lab_reference::balance::AuxLoss;
-use v3lab_reference::train::config::BalanceConfig;
-
-fn variant(name: &str, bias_gamma: f32, aux: AuxLoss, aux_alpha: f32) -> Variant {
-    Variant {
-        name: name.into(),
-        mtp_depth: 0,
-        mtp_lambda: vec![(0.0, 0.0)],
-        balance: BalanceConfig { bias_gamma, aux, aux_alpha },
-    }
-}
 
 pub fn study() -> Study {
     Study {

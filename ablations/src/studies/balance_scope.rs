@@ -2,24 +2,15 @@
 //! auxiliary loss vs batch-wise auxiliary loss vs auxiliary-loss-free, and what it does to
 //! expert specialisation per domain.
 
+use super::balancing as variant;
 use crate::figures::{expert_load, loss_curves, max_vio_curves};
 use crate::report::{compare_variants, domain_mean, per_domain_table, table, Column};
-use crate::run::{RunResult, Variant};
+use crate::run::RunResult;
 use crate::study::Study;
 use v3lab_reference::balance::AuxLoss;
-use v3lab_reference::train::config::BalanceConfig;
 
 /// One α for both loss scopes, so that they differ only in scope.
 const ALPHA: f32 = 1e-3;
-
-fn variant(name: &str, bias_gamma: f32, aux: AuxLoss, aux_alpha: f32) -> Variant {
-    Variant {
-        name: name.into(),
-        mtp_depth: 0,
-        mtp_lambda: vec![(0.0, 0.0)],
-        balance: BalanceConfig { bias_gamma, aux, aux_alpha },
-    }
-}
 
 pub fn study() -> Study {
     Study {

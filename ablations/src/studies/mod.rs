@@ -10,3 +10,13 @@ use v3lab_reference::train::config::BalanceConfig;
 /// DeepSeek-V3's own balancing (§2.1.2, §4.2): the bias update with γ = 0.001 and an
 /// extremely small sequence-wise balance loss (α = 0.0001).
 pub const V3_BALANCE: BalanceConfig = BalanceConfig { bias_gamma: 0.001, aux: AuxLoss::Sequence, aux_alpha: 0.0001 };
+
+/// A variant without MTP that differs only in how it balances the experts.
+pub(crate) fn balancing(name: &str, bias_gamma: f32, aux: AuxLoss, aux_alpha: f32) -> crate::run::Variant {
+    crate::run::Variant {
+        name: name.into(),
+        mtp_depth: 0,
+        mtp_lambda: vec![(0.0, 0.0)],
+        balance: BalanceConfig { bias_gamma, aux, aux_alpha },
+    }
+}
