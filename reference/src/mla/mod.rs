@@ -99,6 +99,56 @@ fn per_head<B: Backend>(b: &B, x: &B::Tensor, w: &B::Tensor, trans_w: bool) -> R
     b.permute(&b.reshape(&y, &[heads, bsz, seq, out])?, &[1, 2, 0, 3])
 }
 
+/// The projections MLA attends with (eqs. 1–8), and what a backward needs of them.
+#[derive(Debug, Clone)]
+pub struct Projections<T> {
+    /// `q^C` `[B, S, H, d_nope]` (eq. 7).
+    pub q_nope: T,
+    /// `RoPE(q^R)` `[B, S, H, R]` (eq. 8).
+    pub q_pe: T,
+    /// Low-rank queries only: `wq_a x` `[B, S, r]`, its reciprocal RMS `[B, S]` and
+    /// `q_norm(wq_a x)` `[B, S, r]` (eq. 6).
+    pub q_latent: Option<(T, T, T)>,
+    /// The un-normalised latent `c_kv` `[B, S, C]` (eq. 1) and its reciprocal RMS `[B, S]`.
+    pub kv_c: T,
+    pub kv_rstd: T,
+    /// `kv_norm(c_kv)` `[B, S, C]`: what the absorbed cache holds.
+    pub kv_latent: T,
+    /// `RoPE(k^R)` `[B, S, 1, R]`, shared by every head (eq. 3).
+    pub k_pe: T,
+}
+
+/// Queries and the compressed keys/values of normalised `x [B, S, D]` at positions
+/// `start_pos..`: the part of MLA that inference and training share.
+pub fn project<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MlaParams<B::Tensor>,
+    cos: &B::Tensor,
+    sin: &B::Tensor,
+    x: &B::Tensor,
+    start_pos: usize,
+) -> Result<Projections<B::Tensor>> {
+    let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
+    let (h, dn, dr, c) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank);
+    let eps = cfg.rms_norm_eps;
+    let (q, q_latent) = match &p.query {
+        QueryParams::LowRank { wq_a, q_norm, wq_b } => {
+            let qa = b.linear(x, wq_a)?;
+            let (qn, rstd) = b.rms_norm_forward(&qa, q_norm, eps)?;
+            (b.linear(&qn, wq_b)?, Some((qa, rstd, qn)))
+        }
+        QueryParams::Full { wq } => (b.linear(x, wq)?, None),
+    };
+    let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
+    let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, start_pos)?;
+    let kv = b.linear(x, &p.wkv_a)?;
+    let kv_c = b.narrow(&kv, 2, 0, c)?;
+    let (kv_latent, kv_rstd) = b.rms_norm_forward(&kv_c, &p.kv_norm, eps)?;
+    let k_pe = b.rope_forward(&b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?, cos, sin, start_pos)?;
+    Ok(Projections { q_nope: b.narrow(&q, 3, 0, dn)?, q_pe, q_latent, kv_c, kv_rstd, kv_latent, k_pe })
+}
+
 /// MLA on normalised input `x [B, S, D]` at positions `start_pos..`; with a cache the keys
 /// and values of earlier positions come from it and this step's are appended.
 #[allow(clippy::too_many_arguments)]
@@ -114,27 +164,8 @@ pub fn mla_forward<B: Backend>(
     imp: AttentionImpl,
 ) -> Result<B::Tensor> {
     let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-    let (h, dn, dr, dv, c) =
-        (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank);
-    let eps = cfg.rms_norm_eps;
-
-    // Queries (eqs. 6–8): q = W_UQ · norm(W_DQ h), split into q^C and the rotated q^R.
-    let q = match &p.query {
-        QueryParams::LowRank { wq_a, q_norm, wq_b } => {
-            let latent = b.rms_norm_forward(&b.linear(x, wq_a)?, q_norm, eps)?.0;
-            b.linear(&latent, wq_b)?
-        }
-        QueryParams::Full { wq } => b.linear(x, wq)?,
-    };
-    let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
-    let q_nope = b.narrow(&q, 3, 0, dn)?;
-    let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, start_pos)?;
-
-    // Keys and values (eqs. 1–3): one latent c_kv plus the shared rotated key k^R.
-    let kv = b.linear(x, &p.wkv_a)?;
-    let kv_latent = b.rms_norm_forward(&b.narrow(&kv, 2, 0, c)?, &p.kv_norm, eps)?.0;
-    let k_pe = b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?;
-    let k_pe = b.rope_forward(&k_pe, cos, sin, start_pos)?;
+    let (h, dn, dr, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
+    let Projections { q_nope, q_pe, kv_latent, k_pe, .. } = project(b, cfg, p, cos, sin, x, start_pos)?;
     let scale = cfg.softmax_scale();
 
     let out = match imp {

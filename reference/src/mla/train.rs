@@ -1,6 +1,7 @@
 //! MLA for training: the naive path (per-head keys and values materialised, eqs. 1–11)
 //! with its saved activations, and the hand-written backward right below.
 
+use super::{project, Projections};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::config::ModelConfig;
@@ -41,28 +42,9 @@ pub fn forward_train<B: Backend>(
     x: &B::Tensor,
 ) -> Result<(B::Tensor, MlaSaved<B::Tensor>)> {
     let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-    let (h, dn, dr, dv, c) =
-        (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank);
-    let eps = cfg.rms_norm_eps;
-
-    // Queries (eqs. 6–8).
-    let (q, q_latent) = match &p.query {
-        QueryParams::LowRank { wq_a, q_norm, wq_b } => {
-            let qa = b.linear(x, wq_a)?;
-            let (qn, rstd) = b.rms_norm_forward(&qa, q_norm, eps)?;
-            (b.linear(&qn, wq_b)?, Some((qa, rstd, qn)))
-        }
-        QueryParams::Full { wq } => (b.linear(x, wq)?, None),
-    };
-    let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
-    let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, 0)?;
-    let q = b.concat(&[&b.narrow(&q, 3, 0, dn)?, &q_pe], 3)?;
-
-    // Keys and values (eqs. 1–5).
-    let kv = b.linear(x, &p.wkv_a)?;
-    let kv_c = b.narrow(&kv, 2, 0, c)?;
-    let (kv_latent, kv_rstd) = b.rms_norm_forward(&kv_c, &p.kv_norm, eps)?;
-    let k_pe = b.rope_forward(&b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?, cos, sin, 0)?;
+    let (h, dn, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
+    let Projections { q_nope, q_pe, q_latent, kv_c, kv_rstd, kv_latent, k_pe } = project(b, cfg, p, cos, sin, x, 0)?;
+    let q = b.concat(&[&q_nope, &q_pe], 3)?;
     let kv_b = b.reshape(&b.linear(&kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
     let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&k_pe, 2, h)?], 3)?;
     let v = b.narrow(&kv_b, 3, dn, dv)?;
