@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use v3lab_reference::ModelConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     Smoke,

@@ -9,7 +9,7 @@ use crate::presets::PresetSpec;
 use anyhow::Result;
 use indicatif::ProgressBar;
 use ndarray::{Array2, Axis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use v3lab_reference::balance::max_vio;
 use v3lab_reference::data::{DataPosition, Loader};
@@ -21,7 +21,7 @@ use v3lab_reference::train::trainer::{Batches, Trainer};
 use v3lab_reference::{AttentionImpl, Backend, CpuBackend, Transformer};
 
 /// One arm of a study.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Variant {
     pub name: String,
     pub mtp_depth: usize,
@@ -37,7 +37,7 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CurvePoint {
     pub step: usize,
     pub tokens: u64,
@@ -49,7 +49,7 @@ pub struct CurvePoint {
     pub val_max_vio: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DomainEval {
     /// Mean next-token cross-entropy (nats) over the domain's validation sequences.
     pub loss: f64,
@@ -61,7 +61,7 @@ pub struct DomainEval {
     pub relative_load: Vec<Vec<f64>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Speculative {
     /// Share of drafts (MTP module 1, greedy) the main model accepted.
     pub acceptance: f64,
@@ -74,7 +74,7 @@ pub struct Speculative {
     pub chance: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     pub variant: String,
     pub seed: u64,

@@ -39,6 +39,10 @@ pub struct Args {
     /// Only the CPU reference trains today; the CUDA backend's training is a later issue.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendChoice,
+    /// Train nothing: write the report and figures again from a study's `results.json`
+    /// (after a change to the analysis, or to read someone else's run).
+    #[arg(long)]
+    pub from_results: Option<PathBuf>,
 }
 
 /// Writes a study's figures into a folder; returns their file names.
@@ -99,13 +103,26 @@ pub fn main(study: Study) -> std::process::ExitCode {
     }
 }
 
+/// What a report says about how the study ran.
+struct RunInfo {
+    preset: Preset,
+    seeds: u64,
+    steps: usize,
+    spec: PresetSpec,
+    seconds: f64,
+    corpus_table: String,
+}
+
 pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    let started = std::time::Instant::now();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("ablation-out").join(study.name));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if let Some(path) = &args.from_results {
+        return rerender(study, &out, path);
+    }
+    let started = std::time::Instant::now();
     let spec = PresetSpec::of(args.preset);
     let corpus = match &args.corpus {
         Some(path) => Corpus::from_user(path, 5)?,
@@ -115,8 +132,8 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
             Corpus::cached(&corpus_spec, &args.cache_dir)?
         }
     };
-    let summary = corpus.summary_table();
-    eprintln!("corpus:\n{summary}");
+    let corpus_table = corpus.summary_table();
+    eprintln!("corpus:\n{corpus_table}");
     let data = Tokenized::new(&corpus, spec.seq_len, 0)?;
     let steps = steps_for(&spec, study, &data, args.seeds)?;
 
@@ -132,9 +149,7 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         }
     }
     bar.finish_and_clear();
-    let names: Vec<String> = study.variants.iter().map(|v| v.name.clone()).collect();
-    let figures = (study.figures)(&out, &results, &names)?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
 
     let configs: Vec<_> = study
         .variants
@@ -146,30 +161,67 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         .collect();
     let results_json = json!({
         "study": study.name, "preset": spec, "seeds": args.seeds, "steps_per_run": steps,
-        "seconds": elapsed, "corpus": corpus.summary(), "configs": configs, "runs": results,
+        "seconds": seconds, "corpus": corpus.summary(), "configs": configs, "runs": results,
     });
     let text = serde_json::to_string_pretty(&results_json)?;
     write_atomically(&out.join("results.json"), |f| f.write_all(text.as_bytes()))?;
+    let info = RunInfo { preset: args.preset, seeds: args.seeds, steps, spec, seconds, corpus_table };
+    write_report(study, &out, &info, &results)?;
+    Ok(out)
+}
 
+/// The report and figures of a saved `results.json`.
+fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: malformed JSON", path.display()))?;
+    let field = |name: &str| saved.get(name).with_context(|| format!("{}: no field `{name}`", path.display()));
+    if field("study")? != study.name {
+        bail!("{}: results of {}, not {}", path.display(), field("study")?, study.name);
+    }
+    let parse = |name: &str| -> Result<serde_json::Value> { Ok(field(name)?.clone()) };
+    let preset: Preset = serde_json::from_value(parse("preset")?["preset"].clone()).context("field `preset.preset`")?;
+    let results: Vec<RunResult> =
+        serde_json::from_value(parse("runs")?).with_context(|| format!("{}: field `runs`", path.display()))?;
+    let summary: crate::corpus::Summary = serde_json::from_value(parse("corpus")?).context("field `corpus`")?;
+    let info = RunInfo {
+        preset,
+        seeds: field("seeds")?.as_u64().context("field `seeds`")?,
+        steps: field("steps_per_run")?.as_u64().context("field `steps_per_run`")? as usize,
+        spec: PresetSpec::of(preset),
+        seconds: field("seconds")?.as_f64().context("field `seconds`")?,
+        corpus_table: crate::corpus::summary_table(&summary),
+    };
+    if out.join("results.json") != path {
+        std::fs::copy(path, out.join("results.json")).with_context(|| format!("copying {}", path.display()))?;
+    }
+    write_report(study, out, &info, &results)?;
+    Ok(out.to_path_buf())
+}
+
+fn write_report(study: &Study, out: &Path, info: &RunInfo, results: &[RunResult]) -> Result<()> {
+    let names: Vec<String> = study.variants.iter().map(|v| v.name.clone()).collect();
+    let figures = (study.figures)(out, results, &names)?;
     let machine = format!("{} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));
     let mut report = format!(
-        "# {}\n\n`{}` with `--preset {:?}`, {} seed(s), {} steps per run of {} sequences × {} tokens; \
-         {:.0} s in all on {machine} (CPU reference).\n\n## Corpus\n\n{summary}\n## Results\n\n{}\n",
+        "# {}\n\n`{}` with `--preset {}`, {} seed(s), {} steps per run of {} sequences × {} tokens; \
+         {:.0} s in all on {machine} (CPU reference).\n\n## Corpus\n\n{}\n## Results\n\n{}\n",
         study.title,
         study.name,
-        args.preset,
-        args.seeds,
-        steps,
-        spec.batch_size,
-        spec.seq_len,
-        elapsed,
-        (study.analyse)(&results, &names),
+        format!("{:?}", info.preset).to_lowercase(),
+        info.seeds,
+        info.steps,
+        info.spec.batch_size,
+        info.spec.seq_len,
+        info.seconds,
+        info.corpus_table,
+        (study.analyse)(results, &names),
     );
-    if spec.bias_gamma_scale != 1.0 {
+    if info.spec.bias_gamma_scale != 1.0 {
         report.push_str(&format!(
             "\nThis preset multiplies every selection-bias update rate γ by {} (its runs are too short for the paper's \
              0.001 to move the bias); `results.json` holds each run's exact configuration.\n",
-            spec.bias_gamma_scale
+            info.spec.bias_gamma_scale
         ));
     }
     report.push_str(&format!("\n## The paper\n\n{}\n", study.paper));
@@ -178,5 +230,5 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         report.push_str(&format!("![{f}]({f})\n\n"));
     }
     write_atomically(&out.join("report.md"), |f| f.write_all(report.as_bytes()))?;
-    Ok(out)
+    Ok(())
 }

@@ -76,6 +76,17 @@ fn ablate_mtp_smoke() {
     let tmp = tempfile::tempdir().unwrap();
     let (results, report) = run_study("ablate-mtp", env!("CARGO_BIN_EXE_ablate-mtp"), tmp.path());
     assert!(report.contains("Acceptance of the MTP draft"));
+    // The report written again from results.json alone is the same report.
+    let again = tmp.path().join("again");
+    let status = Command::new(env!("CARGO_BIN_EXE_ablate-mtp"))
+        .arg("--from-results")
+        .arg(tmp.path().join("ablate-mtp/results.json"))
+        .arg("--out")
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(again.join("report.md")).unwrap(), report);
     for run in results["runs"].as_array().unwrap() {
         let spec = &run["speculative"];
         if run["variant"] == "baseline" {

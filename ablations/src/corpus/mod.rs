@@ -63,7 +63,7 @@ pub struct Corpus {
 }
 
 /// Bytes and documents of one (domain, split).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub documents: usize,
     pub bytes: usize,
@@ -221,11 +221,11 @@ impl Corpus {
     }
 
     /// Bytes and documents per domain and split.
-    pub fn summary(&self) -> BTreeMap<String, BTreeMap<&'static str, Tally>> {
-        let mut out: BTreeMap<String, BTreeMap<&'static str, Tally>> = BTreeMap::new();
+    pub fn summary(&self) -> Summary {
+        let mut out = Summary::new();
         for (split, docs) in [("train", &self.train), ("validation", &self.validation)] {
             for d in docs {
-                let t = out.entry(d.domain.name().to_string()).or_default().entry(split).or_default();
+                let t = out.entry(d.domain.name().to_string()).or_default().entry(split.to_string()).or_default();
                 t.documents += 1;
                 t.bytes += d.text.len();
             }
@@ -235,18 +235,24 @@ impl Corpus {
 
     /// The summary as a Markdown table.
     pub fn summary_table(&self) -> String {
-        let mut s = String::from(
-            "| domain | train docs | train bytes | validation docs | validation bytes |\n|---|---:|---:|---:|---:|\n",
-        );
-        for (domain, splits) in self.summary() {
-            let (t, v) = (
-                splits.get("train").copied().unwrap_or_default(),
-                splits.get("validation").copied().unwrap_or_default(),
-            );
-            s.push_str(&format!("| {domain} | {} | {} | {} | {} |\n", t.documents, t.bytes, v.documents, v.bytes));
-        }
-        s
+        summary_table(&self.summary())
     }
+}
+
+/// Bytes and documents per domain, then per split ("train", "validation").
+pub type Summary = BTreeMap<String, BTreeMap<String, Tally>>;
+
+/// A summary as a Markdown table.
+pub fn summary_table(summary: &Summary) -> String {
+    let mut s = String::from(
+        "| domain | train docs | train bytes | validation docs | validation bytes |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (domain, splits) in summary {
+        let get = |split: &str| splits.get(split).copied().unwrap_or_default();
+        let (t, v) = (get("train"), get("validation"));
+        s.push_str(&format!("| {domain} | {} | {} | {} | {} |\n", t.documents, t.bytes, v.documents, v.bytes));
+    }
+    s
 }
 
 fn used_of(used: &BTreeMap<(Domain, bool), usize>, domain: Domain, validation: bool) -> usize {
