@@ -186,18 +186,21 @@ fn trains_from_scratch_on_a_text_corpus() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    Command::cargo_bin("v3lab")
-        .unwrap()
-        .args(["train", "--quiet", "--init-seed", "7", "--checkpoint"])
-        .arg(&model)
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--config")
-        .arg(&train)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    // The same run of `v3lab train` from scratch on the corpus, before and after the config edit.
+    let train_from_scratch = || {
+        Command::cargo_bin("v3lab")
+            .unwrap()
+            .args(["train", "--quiet", "--init-seed", "7", "--checkpoint"])
+            .arg(&model)
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--config")
+            .arg(&train)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+    };
+    train_from_scratch().success();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -217,21 +220,7 @@ fn trains_from_scratch_on_a_text_corpus() {
             },
         );
     std::fs::write(model.join("config.json"), serde_json::Value::Object(small.collect()).to_string()).unwrap();
-    let err = Command::cargo_bin("v3lab")
-        .unwrap()
-        .args(["train", "--quiet", "--init-seed", "7", "--checkpoint"])
-        .arg(&model)
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--config")
-        .arg(&train)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .failure()
-        .get_output()
-        .stderr
-        .clone();
+    let err = train_from_scratch().failure().get_output().stderr.clone();
     let msg = String::from_utf8_lossy(&err);
     assert!(msg.contains("vocabulary") && msg.contains("256"), "{msg}");
 }
