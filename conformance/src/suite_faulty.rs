@@ -69,6 +69,9 @@ impl Backend for Faulty {
     fn download_indices(&self, t: &ArrayD<i64>) -> Result<ArrayD<i64>> {
         CPU.download_indices(t)
     }
+    fn indices_shape(&self, t: &ArrayD<i64>) -> Vec<usize> {
+        CPU.indices_shape(t)
+    }
     fn shape(&self, t: &ArrayD<f32>) -> Vec<usize> {
         CPU.shape(t)
     }

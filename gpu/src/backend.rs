@@ -36,6 +36,9 @@ impl Backend for CudaBackend {
     fn download_indices(&self, t: &CudaIndices) -> Result<ArrayD<i64>> {
         self.download_i64(t)
     }
+    fn indices_shape(&self, t: &CudaIndices) -> Vec<usize> {
+        t.shape.clone()
+    }
     fn shape(&self, t: &CudaTensor) -> Vec<usize> {
         t.shape.clone()
     }

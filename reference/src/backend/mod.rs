@@ -101,6 +101,8 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn upload_indices(&self, host: ArrayViewD<'_, i64>) -> Result<Self::Indices>;
     fn download_indices(&self, t: &Self::Indices) -> Result<ArrayD<i64>>;
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    /// The shape of an index tensor, without copying it off the device.
+    fn indices_shape(&self, t: &Self::Indices) -> Vec<usize>;
     fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
     /// The tensor widened to f64 (exact for f32 backends): host-side statistics (losses,
     /// balance terms) are computed from it in f64.

@@ -159,7 +159,7 @@ impl<'m, B: Backend> Decoder<'m, B> {
 
     /// Feeds `tokens [B, S]` at the next positions; returns their logits `[B, S, V]`.
     pub fn step(&mut self, b: &B, tokens: &B::Indices) -> Result<B::Tensor> {
-        let seq = b.download_indices(tokens)?.shape().get(1).copied().unwrap_or(0);
+        let seq = b.indices_shape(tokens).get(1).copied().unwrap_or(0);
         if self.pos + seq > self.max_len {
             return Err(Error::Input(format!("decoding past the cache's {} positions", self.max_len)));
         }

@@ -87,7 +87,7 @@ fn first_positions<B: Backend>(b: &B, logits: &B::Tensor, n: usize) -> Result<B:
 
 /// Runs the forward of every term. The tokens must have at least `mtp_depth + 2` positions.
 pub fn forward<B: Backend>(b: &B, model: &Transformer<B>, tokens: &B::Indices, obj: &Objective) -> Result<Pass<B>> {
-    let seq = b.download_indices(tokens)?.shape().get(1).copied().unwrap_or(0);
+    let seq = b.indices_shape(tokens).get(1).copied().unwrap_or(0);
     if seq < obj.mtp_depth + 2 {
         return Err(Error::Input(format!(
             "{seq} positions: MTP depth {} needs at least {}",

@@ -144,6 +144,9 @@ impl<F: CpuFloat> Backend for Cpu<F> {
     fn download_indices(&self, t: &ArrayD<i64>) -> Result<ArrayD<i64>> {
         Ok(t.clone())
     }
+    fn indices_shape(&self, t: &ArrayD<i64>) -> Vec<usize> {
+        t.shape().to_vec()
+    }
     fn shape(&self, t: &ArrayD<F>) -> Vec<usize> {
         t.shape().to_vec()
     }
