@@ -5,6 +5,7 @@
 pub mod corpus;
 pub mod data;
 pub mod figures;
+pub mod matching;
 pub mod presets;
 pub mod report;
 pub mod run;

@@ -4,6 +4,7 @@
 
 use crate::corpus::{Corpus, CorpusSpec};
 use crate::data::Tokenized;
+use crate::matching::{calibrate, Calibration, MatchBalance};
 use crate::presets::{Budget, Preset, PresetSpec};
 use crate::run::{train_and_evaluate, RunResult, Variant};
 use anyhow::{bail, Context, Result};
@@ -43,6 +44,11 @@ pub struct Args {
     /// (after a change to the analysis, or to read someone else's run).
     #[arg(long)]
     pub from_results: Option<PathBuf>,
+    /// Studies at matched balance (ablate-balance-scope): training runs on seed 0 per
+    /// auxiliary-loss variant to search the α that matches the reference variant's
+    /// MaxVio_global; 0 keeps the study's fixed α.
+    #[arg(long, default_value_t = 3)]
+    pub match_probes: usize,
 }
 
 /// Writes a study's figures into a folder; returns their file names.
@@ -59,19 +65,22 @@ pub struct Study {
     pub analyse: fn(&[RunResult], &[String]) -> String,
     /// Figures written into the output folder.
     pub figures: FigureFn,
+    /// Tune the auxiliary-loss variants' α to one variant's balance before comparing.
+    pub match_balance: Option<MatchBalance>,
 }
 
 /// Share of a time budget left for training (the rest: evaluation and speculative decoding).
 const TRAINING_SHARE: f64 = 0.8;
 
-fn steps_for(spec: &PresetSpec, study: &Study, data: &Tokenized, seeds: u64) -> Result<usize> {
+/// Steps per run; `runs` is how many runs the study trains.
+fn steps_for(spec: &PresetSpec, study: &Study, data: &Tokenized, runs: usize) -> Result<usize> {
     let Budget::StudySeconds(seconds) = spec.budget else {
         let Budget::Steps(n) = spec.budget else { unreachable!() };
         return Ok(n);
     };
     // Time a few steps of the costliest variant on this machine.
     let probe = study.variants.iter().max_by_key(|v| v.mtp_depth).expect("a study has variants");
-    let runs = study.variants.len() as f64 * seeds as f64;
+    let runs = runs as f64;
     let hidden = ProgressBar::hidden();
     let timed = 4;
     let started = std::time::Instant::now();
@@ -111,6 +120,7 @@ struct RunInfo {
     spec: PresetSpec,
     seconds: f64,
     corpus_table: String,
+    calibration: Option<Calibration>,
 }
 
 pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
@@ -135,24 +145,35 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     let corpus_table = corpus.summary_table();
     eprintln!("corpus:\n{corpus_table}");
     let data = Tokenized::new(&corpus, spec.seq_len, 0)?;
-    let steps = steps_for(&spec, study, &data, args.seeds)?;
+    let matching = study.match_balance.as_ref().filter(|_| args.match_probes > 0);
+    let extra_runs = matching.map_or(0, |m| m.tuned.len() * (args.match_probes - 1));
+    let runs = study.variants.len() * args.seeds as usize + extra_runs;
+    let steps = steps_for(&spec, study, &data, runs)?;
 
-    let total = study.variants.len() as u64 * args.seeds * steps as u64;
+    let total = (runs * steps) as u64;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}")
             .expect("template"),
     );
+    let mut train = |v: &Variant, seed| train_and_evaluate(&spec, &data, v, seed, steps, &bar);
+    let mut variants = study.variants.clone();
     let mut results = Vec::new();
+    let calibration = match matching {
+        Some(m) => Some(calibrate(m, args.match_probes, args.seeds, &mut variants, &mut train, &mut results)?),
+        None => None,
+    };
     for seed in 0..args.seeds {
-        for variant in &study.variants {
-            results.push(train_and_evaluate(&spec, &data, variant, seed, steps, &bar)?);
+        for variant in &variants {
+            if !results.iter().any(|r| r.variant == variant.name && r.seed == seed) {
+                results.push(train(variant, seed)?);
+            }
         }
     }
+    results.sort_by_key(|r| (r.seed, variants.iter().position(|v| v.name == r.variant)));
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
 
-    let configs: Vec<_> = study
-        .variants
+    let configs: Vec<_> = variants
         .iter()
         .map(|v| {
             json!({ "variant": v, "model": spec.model_config(v.mtp_depth).to_released_json(),
@@ -161,11 +182,11 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         .collect();
     let results_json = json!({
         "study": study.name, "preset": spec, "seeds": args.seeds, "steps_per_run": steps,
-        "seconds": seconds, "corpus": corpus.summary(), "configs": configs, "runs": results,
+        "seconds": seconds, "corpus": corpus.summary(), "configs": configs, "calibration": calibration, "runs": results,
     });
     let text = serde_json::to_string_pretty(&results_json)?;
     write_atomically(&out.join("results.json"), |f| f.write_all(text.as_bytes()))?;
-    let info = RunInfo { preset: args.preset, seeds: args.seeds, steps, spec, seconds, corpus_table };
+    let info = RunInfo { preset: args.preset, seeds: args.seeds, steps, spec, seconds, corpus_table, calibration };
     write_report(study, &out, &info, &results)?;
     Ok(out)
 }
@@ -191,6 +212,10 @@ fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
         spec: PresetSpec::of(preset),
         seconds: field("seconds")?.as_f64().context("field `seconds`")?,
         corpus_table: crate::corpus::summary_table(&summary),
+        calibration: match saved.get("calibration") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(c) => Some(serde_json::from_value(c.clone()).context("field `calibration`")?),
+        },
     };
     if out.join("results.json") != path {
         std::fs::copy(path, out.join("results.json")).with_context(|| format!("copying {}", path.display()))?;
@@ -217,6 +242,9 @@ fn write_report(study: &Study, out: &Path, info: &RunInfo, results: &[RunResult]
         info.corpus_table,
         (study.analyse)(results, &names),
     );
+    if let Some(c) = &info.calibration {
+        report.push_str(&crate::matching::section(c));
+    }
     if info.spec.bias_gamma_scale != 1.0 {
         report.push_str(&format!(
             "\nThis preset multiplies every selection-bias update rate γ by {} (its runs are too short for the paper's \

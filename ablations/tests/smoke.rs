@@ -50,6 +50,20 @@ fn run_study(bin: &str, exe: &str, tmp: &Path) -> (Value, String) {
     (results, report)
 }
 
+/// The report written again from `results.json` alone (it must equal the original).
+fn rerendered(bin: &str, exe: &str, tmp: &Path) -> String {
+    let again = tmp.join(format!("{bin}-again"));
+    let status = Command::new(exe)
+        .arg("--from-results")
+        .arg(tmp.join(bin).join("results.json"))
+        .arg("--out")
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{bin} --from-results failed");
+    std::fs::read_to_string(again.join("report.md")).unwrap()
+}
+
 fn mean_of(results: &Value, variant: &str, f: impl Fn(&Value) -> f64) -> f64 {
     let values: Vec<f64> =
         results["runs"].as_array().unwrap().iter().filter(|r| r["variant"] == variant).map(f).collect();
@@ -76,17 +90,7 @@ fn ablate_mtp_smoke() {
     let tmp = tempfile::tempdir().unwrap();
     let (results, report) = run_study("ablate-mtp", env!("CARGO_BIN_EXE_ablate-mtp"), tmp.path());
     assert!(report.contains("Acceptance of the MTP draft"));
-    // The report written again from results.json alone is the same report.
-    let again = tmp.path().join("again");
-    let status = Command::new(env!("CARGO_BIN_EXE_ablate-mtp"))
-        .arg("--from-results")
-        .arg(tmp.path().join("ablate-mtp/results.json"))
-        .arg("--out")
-        .arg(&again)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(std::fs::read_to_string(again.join("report.md")).unwrap(), report);
+    assert_eq!(rerendered("ablate-mtp", env!("CARGO_BIN_EXE_ablate-mtp"), tmp.path()), report);
     for run in results["runs"].as_array().unwrap() {
         let spec = &run["speculative"];
         if run["variant"] == "baseline" {
@@ -104,7 +108,22 @@ fn ablate_mtp_smoke() {
 #[test]
 fn ablate_balance_scope_smoke() {
     let tmp = tempfile::tempdir().unwrap();
-    let (results, _) = run_study("ablate-balance-scope", env!("CARGO_BIN_EXE_ablate-balance-scope"), tmp.path());
+    let (results, report) = run_study("ablate-balance-scope", env!("CARGO_BIN_EXE_ablate-balance-scope"), tmp.path());
+    assert_eq!(rerendered("ablate-balance-scope", env!("CARGO_BIN_EXE_ablate-balance-scope"), tmp.path()), report);
+    // The α search: three probes per auxiliary-loss variant on seed 0, the chosen one is
+    // that seed's run and its α is the variant's configuration.
+    assert!(report.contains("### Matching the balance"));
+    let probes = results["calibration"]["probes"].as_array().unwrap();
+    for variant in ["sequence-wise", "batch-wise"] {
+        let mine: Vec<&Value> = probes.iter().filter(|p| p["variant"] == variant).collect();
+        assert_eq!(mine.len(), 3, "{variant}: probes");
+        let chosen: Vec<&&Value> = mine.iter().filter(|p| p["chosen"] == true).collect();
+        assert_eq!(chosen.len(), 1, "{variant}: one chosen probe");
+        let config = results["configs"].as_array().unwrap().iter().find(|c| c["variant"]["name"] == variant).unwrap();
+        assert_eq!(config["variant"]["balance"]["aux_alpha"], chosen[0]["alpha"]);
+        let seed0 = results["runs"].as_array().unwrap().iter().find(|r| r["variant"] == variant && r["seed"] == 0);
+        assert_eq!(seed0.unwrap()["max_vio_global"], chosen[0]["max_vio_global"]);
+    }
     for run in results["runs"].as_array().unwrap() {
         let bits = run["specialisation_bits"].as_f64().unwrap();
         // I(domain; expert) lies between 0 and log2(3 domains).

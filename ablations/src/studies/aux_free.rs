@@ -28,6 +28,7 @@ pub fn study() -> Study {
                 expert_load(out, results, names)?,
             ])
         },
+        match_balance: None,
     }
 }
 

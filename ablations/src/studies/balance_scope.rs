@@ -4,12 +4,14 @@
 
 use super::balancing as variant;
 use crate::figures::{expert_load, loss_curves, max_vio_curves};
-use crate::report::{compare_variants, domain_mean, per_domain_table, table, Column};
+use crate::matching::MatchBalance;
+use crate::report::{compare_variants, domain_mean, per_domain_table, stat, table, Column};
 use crate::run::RunResult;
 use crate::study::Study;
 use v3lab_reference::balance::AuxLoss;
 
-/// One α for both loss scopes, so that they differ only in scope.
+/// Where the search for matched balance starts; with `--match-probes 0`, the one α of both
+/// loss scopes, so that they differ only in scope.
 const ALPHA: f32 = 1e-3;
 
 pub fn study() -> Study {
@@ -30,6 +32,7 @@ pub fn study() -> Study {
                 max_vio_curves(out, results, names)?,
             ])
         },
+        match_balance: Some(MatchBalance { target: "aux-free", tuned: vec!["sequence-wise", "batch-wise"] }),
     }
 }
 
@@ -54,6 +57,9 @@ fn analyse(results: &[RunResult], names: &[String]) -> String {
     let loss = |r: &RunResult| Some(domain_mean(r, |d| d.loss));
     let spec = |r: &RunResult| Some(r.specialisation_bits);
     s += "\n### Reading\n\n";
+    for aux in ["sequence-wise", "batch-wise"] {
+        s += &format!("- {}\n", balance_match(results, aux, "aux-free"));
+    }
     for line in [
         compare_variants("Validation loss", results, "batch-wise", "sequence-wise", &loss),
         compare_variants("Validation loss", results, "aux-free", "sequence-wise", &loss),
@@ -68,7 +74,26 @@ fn analyse(results: &[RunResult], names: &[String]) -> String {
     ] {
         s += &format!("- {line}\n");
     }
-    s += "\nThe balance levels differ between the variants (MaxVio_global above): the comparison is at one α and one γ, \
-          not at tuned, matched balance.\n";
     s
+}
+
+/// Whether two variants ran at the same degree of balance, which the comparisons of loss
+/// and specialisation assume.
+fn balance_match(results: &[RunResult], a: &str, b: &str) -> String {
+    let vio = |r: &RunResult| Some(r.max_vio_global);
+    let (Some(x), Some(y)) = (stat(results, a, vio), stat(results, b, vio)) else {
+        return format!("Balance: MaxVio_global not measured for {a} or {b}.");
+    };
+    let (diff, noise) = (x.mean - y.mean, (x.std.powi(2) + y.std.powi(2)).sqrt());
+    let verdict = if x.n < 2 {
+        "one seed only, so matching cannot be judged"
+    } else if diff.abs() <= 2.0 * noise {
+        "matched (within two standard deviations of the seed noise)"
+    } else {
+        "not matched, so the comparisons below mix the balancing scope with the degree of balance"
+    };
+    format!(
+        "Balance: {a} MaxVio_global {:.3} vs {b} {:.3} (difference {diff:+.3}, seed noise {noise:.3}): {verdict}.",
+        x.mean, y.mean
+    )
 }

@@ -27,6 +27,7 @@ pub fn study() -> Study {
         figures: |out, results, names| {
             Ok(vec![loss_curves(out, results, names)?, max_vio_curves(out, results, names)?])
         },
+        match_balance: None,
     }
 }
 
