@@ -78,21 +78,19 @@ fn steps_for(spec: &PresetSpec, study: &Study, data: &Tokenized, runs: usize) ->
         let Budget::Steps(n) = spec.budget else { unreachable!() };
         return Ok(n);
     };
-    // Time a few steps of the costliest variant on this machine.
+    // Time the costliest variant on this machine: two short runs, whose difference leaves
+    // out what every run pays once (initialisation, the final evaluation).
     let probe = study.variants.iter().max_by_key(|v| v.mtp_depth).expect("a study has variants");
-    let runs = runs as f64;
     let hidden = ProgressBar::hidden();
-    let timed = 4;
-    let started = std::time::Instant::now();
-    train_and_evaluate(
-        &PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() },
-        data,
-        probe,
-        0,
-        timed,
-        &hidden,
-    )?;
-    let per_step = started.elapsed().as_secs_f64() / timed as f64;
+    let probe_spec = PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() };
+    let time = |steps: usize| -> Result<f64> {
+        let started = std::time::Instant::now();
+        train_and_evaluate(&probe_spec, data, probe, 0, steps, &hidden)?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let (short, long) = (3, 11);
+    let per_step = (time(long)? - time(short)?).max(1e-3) / (long - short) as f64;
+    let runs = runs as f64;
     let steps = (seconds * TRAINING_SHARE / runs / per_step) as usize;
     eprintln!("measured {per_step:.3} s per step: {steps} steps per run for {runs} runs in {seconds:.0} s");
     Ok(steps.max(20))
