@@ -135,3 +135,52 @@ fn missing_input_file_is_an_error() {
     let stderr = String::from_utf8_lossy(&result.get_output().stderr).to_string();
     assert!(stderr.contains("nope.safetensors") && !stderr.contains("panicked"), "{stderr}");
 }
+
+/// `fp8 probe`, then outputs "measured" by a model that is not a preset, then `fp8 fit`:
+/// the fit must reproduce every output, and the presets must not.
+#[test]
+fn fit_finds_the_model_behind_measurements_of_the_probes() {
+    use v3lab::fp8::fit::{simulate, ProbeSet};
+    use v3lab::fp8::{Accumulator, Rounding};
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe.safetensors");
+    v3lab().args(["fp8", "probe", "--max-k", "64", "--out"]).arg(&probe).assert().success();
+    let bytes = std::fs::read(&probe).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let matrix = |name: &str| {
+        let v = st.tensor(name).unwrap();
+        ndarray::Array2::from_shape_vec((v.shape()[0], v.shape()[1]), v.data().to_vec()).unwrap()
+    };
+    let set = ProbeSet { a: matrix("k64.a"), b: matrix("k64.b") };
+    let hidden =
+        Accumulator { group: 8, kept_bits: Some(12), term_rounding: Rounding::NearestEven, ..Accumulator::FAST_ACCUM };
+    let c = simulate(&set, &hidden);
+    let tensor =
+        |name: &'static str, dtype, shape: &[usize], bytes: Vec<u8>| T { name, dtype, shape: shape.to_vec(), bytes };
+    let measured = dir.path().join("measured.safetensors");
+    write(
+        &measured,
+        &[
+            tensor("k64.a", Dtype::U8, &[set.a.nrows(), 64], set.a.iter().copied().collect()),
+            tensor("k64.b", Dtype::U8, &[set.b.nrows(), 64], set.b.iter().copied().collect()),
+            tensor(
+                "k64.c_model",
+                Dtype::F32,
+                &[c.nrows(), c.ncols()],
+                c.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        ],
+    );
+    let out = v3lab().args(["fp8", "fit", "--measurements"]).arg(&measured).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let total = c.len();
+    let best = text.lines().find(|l| l.starts_with("| best fit")).expect("a best-fit row");
+    assert!(best.contains(&format!("| {total} / {total} |")), "{text}");
+    let fast = text.lines().find(|l| l.starts_with("| fast-accum |")).unwrap();
+    assert!(!fast.contains(&format!("| {total} / {total} |")), "{text}");
+
+    // Without measured outputs there is nothing to fit: the file is named.
+    let failed = v3lab().args(["fp8", "fit", "--measurements"]).arg(&probe).assert().failure();
+    let stderr = String::from_utf8(failed.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains("probe.safetensors") && stderr.contains("no measured outputs"), "{stderr}");
+}

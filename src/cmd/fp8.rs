@@ -4,12 +4,16 @@
 //! and `b` [N, K] (E4M3 bit patterns), optional F32 `a_scale` [M, ceil(K/128)] and
 //! `b_scale` [ceil(N/128), ceil(K/128)] (1.0 when absent); the output holds F32 `c` [M, N]
 //! = a · bᵀ with the scales applied per block, accumulated as PRESET says.
+//!
+//! `probe --out FILE` and `fit --measurements FILE`: the inputs of the H100 experiment that
+//! fits the accumulator model, and the fit of its outputs (`v3lab::fp8::fit`).
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use ndarray::{Array2, Ix2};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
+use v3lab::fp8::fit::{self, Measured, ProbeSet};
 use v3lab::fp8::scaling::BLOCK;
 use v3lab::fp8::study::{self, StudyConfig};
 use v3lab::fp8::{gemm, Accumulator, Quantized, E4M3, PRESETS};
@@ -27,6 +31,33 @@ pub enum Fp8Command {
     Gemm(GemmArgs),
     /// Accumulation error against K per preset, and scaling granularities with outliers.
     Study(StudyArgs),
+    /// Write the probe GEMMs that tell accumulator models apart (U8 `k<K>.a`, `k<K>.b`), for
+    /// `gpu/experiments/fp8_accum_probe.py` to run on the GPU.
+    Probe(ProbeArgs),
+    /// Find the accumulator model that reproduces measured outputs (`k<K>.c_<name>`, F32
+    /// [M, N]) of the probe GEMMs bit for bit.
+    Fit(FitArgs),
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The longest probe (K = 64 … 16384).
+    #[arg(long, default_value_t = 16384)]
+    pub max_k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct FitArgs {
+    /// The probe file with the measured outputs added.
+    #[arg(long)]
+    pub measurements: PathBuf,
+    /// The search uses the probes up to this K; every probe validates its result.
+    #[arg(long, default_value_t = 256)]
+    pub search_max_k: usize,
 }
 
 #[derive(Args)]
@@ -56,7 +87,121 @@ pub fn run(args: &Fp8Args) -> Result<()> {
     match &args.command {
         Fp8Command::Gemm(a) => run_gemm(a),
         Fp8Command::Study(a) => run_study(a),
+        Fp8Command::Probe(a) => run_probe(a),
+        Fp8Command::Fit(a) => run_fit(a),
     }
+}
+
+fn run_probe(args: &ProbeArgs) -> Result<()> {
+    let sets = fit::probe_sets(args.max_k, args.seed);
+    if sets.is_empty() {
+        bail!("--max-k {}: the shortest probe has K = {}", args.max_k, fit::PROBE_KS[0]);
+    }
+    let mut tensors = Vec::new();
+    for set in &sets {
+        for (name, m) in [("a", &set.a), ("b", &set.b)] {
+            tensors.push(OwnedTensor::u8(
+                format!("k{}.{name}", set.k()),
+                m.shape().to_vec(),
+                m.iter().copied().collect(),
+            ));
+        }
+    }
+    write_safetensors(&args.out, &tensors)?;
+    eprintln!(
+        "wrote {} probe GEMMs (K = {:?}) to {}",
+        sets.len(),
+        sets.iter().map(|s| s.k()).collect::<Vec<_>>(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The probe GEMMs of a measurement file and, per output name, their measured outputs.
+type Measurements = Vec<(String, Vec<Measured>)>;
+
+fn read_measurements(path: &Path) -> Result<Measurements> {
+    let file = MappedFile::open(path)?;
+    let names: Vec<String> = file.tensors().names().into_iter().map(str::to_string).collect();
+    let mut stems: Vec<(usize, String)> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".a"))
+        .filter_map(|stem| Some((stem.strip_prefix('k')?.parse().ok()?, stem.to_string())))
+        .collect();
+    stems.sort();
+    let mut outputs: Vec<String> = names.iter().filter_map(|n| Some(n.split_once(".c_")?.1.to_string())).collect();
+    outputs.sort();
+    outputs.dedup();
+    if stems.is_empty() || outputs.is_empty() {
+        bail!("{}: no probe GEMMs (`k<K>.a`) or no measured outputs (`k<K>.c_<name>`)", path.display());
+    }
+    let mut result = Vec::new();
+    for output in outputs {
+        let mut measured = Vec::new();
+        for (_, stem) in &stems {
+            let to_u8 = |m: Array2<u16>| m.mapv(|c| c as u8);
+            let set = ProbeSet {
+                a: to_u8(codes(&file, &format!("{stem}.a"))?),
+                b: to_u8(codes(&file, &format!("{stem}.b"))?),
+            };
+            let name = format!("{stem}.c_{output}");
+            let c = file.f32(&name)?;
+            let shape = c.shape().to_vec();
+            let c = c
+                .into_dimensionality::<Ix2>()
+                .ok()
+                .filter(|c| c.dim() == (set.a.nrows(), set.b.nrows()) && set.a.ncols() == set.b.ncols())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: tensor `{name}`: shape {shape:?} does not fit `{stem}.a` and `{stem}.b`",
+                        path.display()
+                    )
+                })?;
+            measured.push(Measured::new(&set, c));
+        }
+        result.push((output, measured));
+    }
+    Ok(result)
+}
+
+fn run_fit(args: &FitArgs) -> Result<()> {
+    let measurements = read_measurements(&args.measurements)?;
+    let presets: Vec<(&str, Accumulator)> =
+        PRESETS.iter().map(|&p| (p, Accumulator::preset(p).expect("a preset"))).collect();
+    for (output, measured) in &measurements {
+        println!(
+            "## `c_{output}`
+
+| model | outputs bit-identical | max rel. error |
+|---|---:|---:|"
+        );
+        let row = |name: &str, acc: &Accumulator| {
+            let s = fit::score(acc, measured);
+            println!("| {name} | {} / {} | {:.2e} |", s.exact, s.total, s.max_rel);
+        };
+        for (name, acc) in &presets {
+            row(name, acc);
+        }
+        let searched: Vec<Measured> = measured.iter().filter(|m| m.k() <= args.search_max_k).cloned().collect();
+        if searched.is_empty() {
+            bail!("--search-max-k {}: no probe is that short", args.search_max_k);
+        }
+        let (best, _) = fit::search(&searched, &presets.iter().map(|p| p.1).collect::<Vec<_>>());
+        row("best fit (searched on K ≤ --search-max-k)", &best);
+        println!(
+            "
+best fit: {best:?}
+
+| K | outputs bit-identical | max rel. error |
+|---:|---:|---:|"
+        );
+        for m in measured {
+            let s = fit::score(&best, std::slice::from_ref(m));
+            println!("| {} | {} / {} | {:.2e} |", m.k(), s.exact, s.total, s.max_rel);
+        }
+        println!();
+    }
+    Ok(())
 }
 
 fn run_study(args: &StudyArgs) -> Result<()> {

@@ -1,0 +1,312 @@
+//! Fitting the accumulator model ([`Accumulator`]) to an FP8 GEMM measured on hardware, so
+//! that `fast-accum` reproduces the tensor core's outputs rather than only their order of
+//! magnitude (DeepSeek-V3 §3.3.2 describes the mechanism; it does not give the rule).
+//!
+//! Three steps, the middle one on the GPU machine:
+//! 1. [`probe_sets`] designs E4M3 operands whose dot products tell the model's choices apart
+//!    (`v3lab fp8 probe --out FILE` writes them);
+//! 2. `gpu/experiments/fp8_accum_probe.py` multiplies them with `torch._scaled_mm`, with and
+//!    without `use_fast_accum`, and adds the outputs to the file;
+//! 3. [`search`] finds the accumulator that reproduces the most outputs bit for bit
+//!    (`v3lab fp8 fit --measurements FILE`).
+
+use super::accumulate::{Accumulator, Rounding};
+use super::codec::{Overflow, E4M3};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+
+/// Rows of `a` (M) and of `b` (N) in every probe GEMM; both multiples of 16, as cuBLASLt's
+/// FP8 path wants.
+pub const PROBE_M: usize = 128;
+pub const PROBE_N: usize = 16;
+
+/// The K of the probe GEMMs: short ones to read the rule, long ones to validate it.
+pub const PROBE_KS: [usize; 6] = [64, 128, 256, 1024, 4096, 16384];
+
+/// One probe GEMM: `c = a · bᵀ` of E4M3 codes `a` [M, K] and `b` [N, K], scales 1.
+#[derive(Debug, Clone)]
+pub struct ProbeSet {
+    pub a: Array2<u8>,
+    pub b: Array2<u8>,
+}
+
+impl ProbeSet {
+    pub fn k(&self) -> usize {
+        self.a.ncols()
+    }
+}
+
+/// The probe GEMM of length `k` (a multiple of 32, at least 64).
+///
+/// Column 0 of `b` is all ones, so that row `i` of `c`'s first column is the plain sum of
+/// row `i` of `a`; the first rows of `a` are designed, the rest random:
+/// - one large term (2^8) among K−1 small ones (2^(8−s), s = 1…17), the large one first,
+///   32nd, 33rd or last: the smallest small term that still counts gives the bits kept
+///   per term, and where the large term must sit to hide them gives the group length;
+/// - the same with negative small terms: how dropped bits of negative terms are rounded;
+/// - a first group of 32 large terms followed by small ones: whether the running sum
+///   takes part in the alignment of the next group.
+///
+/// The other columns of `b` are normal, all-positive and wide-ranged random values, so
+/// that every row of `a` also gives ordinary dot products.
+pub fn probe_set(k: usize, seed: u64) -> ProbeSet {
+    assert!(k >= 64 && k.is_multiple_of(32), "probe length {k}: a multiple of 32, at least 64");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64));
+    let big = 256.0f32;
+    let small = |s: i32| big * 2f32.powi(-s);
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for position in [0, 31, 32, k - 1] {
+        for s in 1..=17 {
+            let mut row = vec![small(s); k];
+            row[position] = big;
+            rows.push(row);
+        }
+    }
+    for s in 1..=17 {
+        let mut row = vec![-small(s); k];
+        row[0] = big;
+        rows.push(row);
+    }
+    for s in 4..=17 {
+        let mut row = vec![small(s); k];
+        row[..32].fill(big);
+        rows.push(row);
+    }
+    while rows.len() < PROBE_M {
+        let scale = 2f32.powi(rng.random_range(-6..=4));
+        rows.push((0..k).map(|_| scale * rng.sample::<f32, _>(StandardNormal)).collect());
+    }
+    let mut cols = vec![vec![1.0f32; k]];
+    while cols.len() < PROBE_N {
+        let kind = cols.len() % 3;
+        cols.push(
+            (0..k)
+                .map(|_| {
+                    let x: f32 = rng.sample(StandardNormal);
+                    match kind {
+                        0 => x,
+                        1 => x.abs(),
+                        _ => x * 2f32.powi(rng.random_range(-8..=6)),
+                    }
+                })
+                .collect(),
+        );
+    }
+    let codes = |m: Vec<Vec<f32>>| {
+        let (r, c) = (m.len(), m[0].len());
+        Array2::from_shape_vec(
+            (r, c),
+            m.into_iter().flatten().map(|x| E4M3.encode(x, Overflow::Saturate) as u8).collect(),
+        )
+        .expect("rows of equal length")
+    };
+    ProbeSet { a: codes(rows), b: codes(cols) }
+}
+
+/// Every probe GEMM with `k ≤ max_k`.
+pub fn probe_sets(max_k: usize, seed: u64) -> Vec<ProbeSet> {
+    PROBE_KS.iter().filter(|&&k| k <= max_k).map(|&k| probe_set(k, seed)).collect()
+}
+
+/// A probe GEMM with the output measured on hardware (or produced by a known model).
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub a: Array2<f32>,
+    pub b: Array2<f32>,
+    pub c: Array2<f32>,
+}
+
+impl Measured {
+    pub fn new(set: &ProbeSet, c: Array2<f32>) -> Measured {
+        let decode = |m: &Array2<u8>| m.mapv(|code| E4M3.decode(code as u32));
+        Measured { a: decode(&set.a), b: decode(&set.b), c }
+    }
+
+    pub fn k(&self) -> usize {
+        self.a.ncols()
+    }
+}
+
+/// `a · bᵀ` of a probe GEMM as `acc` computes it.
+pub fn simulate(set: &ProbeSet, acc: &Accumulator) -> Array2<f32> {
+    let m = Measured::new(set, Array2::zeros((set.a.nrows(), set.b.nrows())));
+    simulate_decoded(&m.a, &m.b, acc)
+}
+
+fn simulate_decoded(a: &Array2<f32>, b: &Array2<f32>, acc: &Accumulator) -> Array2<f32> {
+    let values: Vec<f32> = (0..a.nrows())
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let row = a.row(i).to_vec();
+            (0..b.nrows()).map(move |j| acc.dot(&row, b.row(j).as_slice().expect("standard layout")))
+        })
+        .collect();
+    Array2::from_shape_vec((a.nrows(), b.nrows()), values).expect("M × N values")
+}
+
+/// How well a model reproduces measured outputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Outputs reproduced bit for bit.
+    pub exact: usize,
+    pub total: usize,
+    /// Σ over outputs of log2(1 + distance in f32 units in the last place): what the
+    /// search descends (a count of exact outputs alone has plateaus a search cannot cross).
+    pub log_ulps: f64,
+    /// Largest |model − measured| / |measured|.
+    pub max_rel: f64,
+}
+
+impl Score {
+    /// Better: closer in log ulps, then more outputs exact.
+    fn better_than(&self, other: &Score) -> bool {
+        (-self.log_ulps, self.exact) > (-other.log_ulps, other.exact)
+    }
+}
+
+/// An f32's position on the number line in units in the last place.
+fn ordinal(x: f32) -> i64 {
+    let bits = x.to_bits() as i32 as i64;
+    if bits < 0 {
+        i32::MIN as i64 - bits
+    } else {
+        bits
+    }
+}
+
+pub fn score(acc: &Accumulator, measured: &[Measured]) -> Score {
+    let mut s = Score { exact: 0, total: 0, log_ulps: 0.0, max_rel: 0.0 };
+    for m in measured {
+        let model = simulate_decoded(&m.a, &m.b, acc);
+        for (&x, &y) in model.iter().zip(m.c.iter()) {
+            s.total += 1;
+            s.exact += (x.to_bits() == y.to_bits()) as usize;
+            s.log_ulps += ((ordinal(x) - ordinal(y)).unsigned_abs() as f64).ln_1p() / std::f64::consts::LN_2;
+            if y != 0.0 {
+                s.max_rel = s.max_rel.max(((x - y) / y).abs() as f64);
+            } else if x != 0.0 {
+                s.max_rel = f64::INFINITY;
+            }
+        }
+    }
+    s
+}
+
+// The values each field of [`Accumulator`] may take in the search.
+const GROUPS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+const ROUNDINGS: [Rounding; 3] = [Rounding::TowardZero, Rounding::Floor, Rounding::NearestEven];
+
+fn bits(lo: u32, hi: u32) -> Vec<Option<u32>> {
+    std::iter::once(None).chain((lo..=hi).map(Some)).collect()
+}
+
+/// Every model that differs from `acc` in one field.
+fn neighbours(acc: &Accumulator) -> Vec<Accumulator> {
+    let mut out = Vec::new();
+    out.extend(GROUPS.map(|group| Accumulator { group, ..*acc }));
+    out.extend([false, true].map(|align_accumulator| Accumulator { align_accumulator, ..*acc }));
+    out.extend(bits(8, 28).into_iter().map(|kept_bits| Accumulator { kept_bits, ..*acc }));
+    out.extend(ROUNDINGS.map(|term_rounding| Accumulator { term_rounding, ..*acc }));
+    out.extend(bits(10, 28).into_iter().map(|acc_bits| Accumulator { acc_bits, ..*acc }));
+    out.extend(ROUNDINGS.map(|acc_rounding| Accumulator { acc_rounding, ..*acc }));
+    out.extend(
+        [None, Some(32), Some(64), Some(128), Some(256), Some(512)]
+            .map(|promote_every| Accumulator { promote_every, ..*acc }),
+    );
+    out.retain(|candidate| candidate != acc);
+    out
+}
+
+/// Models searched: first every alignment (group, accumulator in it or not, bits kept per
+/// term and their rounding) with an unbounded accumulator and no promotion, which is what
+/// dominates the error; then, from the best few of those and from `starts`, a coordinate
+/// search over every field: one field at a time changes to the value that scores best,
+/// until no single change improves. Returns the best model found and its score.
+pub fn search(measured: &[Measured], starts: &[Accumulator]) -> (Accumulator, Score) {
+    let mut alignments = Vec::new();
+    for group in GROUPS {
+        for align_accumulator in [false, true] {
+            for term_rounding in ROUNDINGS {
+                for kept_bits in bits(8, 28) {
+                    alignments.push(Accumulator {
+                        group,
+                        align_accumulator,
+                        kept_bits,
+                        term_rounding,
+                        ..Accumulator::EXACT
+                    });
+                }
+            }
+        }
+    }
+    let mut scored: Vec<(Accumulator, Score)> = alignments.into_iter().map(|a| (a, score(&a, measured))).collect();
+    scored.sort_by(|x, y| x.1.log_ulps.total_cmp(&y.1.log_ulps));
+    let mut best: Option<(Accumulator, Score)> = None;
+    for start in scored.iter().take(4).map(|s| s.0).chain(starts.iter().copied()) {
+        let mut current = (start, score(&start, measured));
+        loop {
+            let improved = neighbours(&current.0)
+                .into_iter()
+                .map(|candidate| (candidate, score(&candidate, measured)))
+                .filter(|(_, s)| s.better_than(&current.1))
+                .reduce(|a, b| if b.1.better_than(&a.1) { b } else { a });
+            match improved {
+                Some(next) => current = next,
+                None => break,
+            }
+            if current.1.exact == current.1.total {
+                break;
+            }
+        }
+        if best.as_ref().is_none_or(|b| current.1.better_than(&b.1)) {
+            best = Some(current);
+        }
+    }
+    best.expect("at least one start")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model none of the presets is: the search must find one that reproduces it exactly.
+    const HIDDEN: Accumulator = Accumulator {
+        group: 16,
+        align_accumulator: true,
+        kept_bits: Some(13),
+        term_rounding: Rounding::Floor,
+        acc_bits: Some(14),
+        acc_rounding: Rounding::NearestEven,
+        promote_every: None,
+    };
+
+    fn measured_by(acc: &Accumulator) -> Vec<Measured> {
+        probe_sets(64, 7).iter().map(|set| Measured::new(set, simulate(set, acc))).collect()
+    }
+
+    #[test]
+    fn the_design_tells_the_presets_apart_and_the_search_recovers_a_hidden_model() {
+        let measured = measured_by(&HIDDEN);
+        for preset in [Accumulator::FAST_ACCUM, Accumulator::FAST_ACCUM_ALIGNED, Accumulator::EXACT] {
+            let s = score(&preset, &measured);
+            assert!(s.exact < s.total * 9 / 10, "{preset:?} already reproduces {} of {}", s.exact, s.total);
+        }
+        let (found, s) = search(&measured, &[Accumulator::FAST_ACCUM, Accumulator::EXACT]);
+        assert_eq!(s.exact, s.total, "best model {found:?} reproduces {} of {}", s.exact, s.total);
+        assert_eq!((found.kept_bits, found.acc_bits), (HIDDEN.kept_bits, HIDDEN.acc_bits));
+    }
+
+    #[test]
+    fn probe_values_are_exact_in_e4m3() {
+        let set = probe_set(64, 1);
+        let m = Measured::new(&set, Array2::zeros((PROBE_M, PROBE_N)));
+        // The designed rows: 2^8 and 2^(8 − s) survive the encoding unchanged.
+        assert_eq!(m.a[[0, 0]], 256.0);
+        assert_eq!(m.a[[16, 1]], 2f32.powi(-9));
+        assert!(m.b.row(0).iter().all(|&x| x == 1.0));
+        assert!(m.a.iter().chain(m.b.iter()).all(|x| x.is_finite()));
+    }
+}
