@@ -2,6 +2,8 @@
 //! `torch.nn.utils.clip_grad_norm_` + `torch.optim.AdamW` (decoupled weight decay on 2-D
 //! weights only; the selection bias untouched).
 
+mod common;
+
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -14,13 +16,7 @@ use v3lab_reference::{AdamWStep, Backend, CpuBackend, ModelConfig};
 const ADAMW_VS_F64: f64 = 1e-6;
 
 fn tiny_config() -> ModelConfig {
-    ModelConfig::from_json(&serde_json::json!({
-        "vocab_size": 32, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 2, "n_dense_layers": 1,
-        "n_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1, "n_activated_experts": 2,
-        "score_func": "sigmoid", "route_scale": 2.5, "q_lora_rank": 8, "kv_lora_rank": 8,
-        "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4, "max_seq_len": 16, "n_mtp_layers": 1
-    }))
-    .unwrap()
+    common::tiny_train_config(32)
 }
 
 /// One torch AdamW step in f64 on `p, m, v` (plain vectors), step `t` (1-based).

@@ -3,6 +3,8 @@
 //! corpus with FIM, shuffling, batch-size warm-up and validation; NaN is reported with the
 //! step and the tensor.
 
+mod common;
+
 use ndarray::ArrayD;
 use std::path::Path;
 use v3lab_reference::data::{Corpus, DataPosition, Loader};
@@ -15,13 +17,7 @@ use v3lab_reference::train::{TrainConfig, Trainer};
 use v3lab_reference::{CpuBackend, Transformer};
 
 fn tiny_model() -> ModelConfig {
-    ModelConfig::from_json(&serde_json::json!({
-        "vocab_size": 260, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 2, "n_dense_layers": 1,
-        "n_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1, "n_activated_experts": 2,
-        "score_func": "sigmoid", "route_scale": 2.5, "q_lora_rank": 8, "kv_lora_rank": 8,
-        "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4, "max_seq_len": 16, "n_mtp_layers": 1
-    }))
-    .unwrap()
+    common::tiny_train_config(260)
 }
 
 fn train_config(steps: usize) -> TrainConfig {
