@@ -176,6 +176,7 @@ fn fit_finds_the_model_behind_measurements_of_the_probes() {
     let total = c.len();
     let best = text.lines().find(|l| l.starts_with("| best fit")).expect("a best-fit row");
     assert!(best.contains(&format!("| {total} / {total} |")), "{text}");
+    assert!(text.contains("The best fit reproduces every output bit for bit."), "{text}");
     let fast = text.lines().find(|l| l.starts_with("| fast-accum |")).unwrap();
     assert!(!fast.contains(&format!("| {total} / {total} |")), "{text}");
 

@@ -7,39 +7,34 @@
 For every probe `k<K>.a` [M, K], `k<K>.b` [N, K] (E4M3 bit patterns as U8) it adds
 `k<K>.c_fast` and `k<K>.c_slow`, F32 [M, N] = a · bᵀ from `torch._scaled_mm` with unit
 scales, with and without `use_fast_accum`. Only PyTorch is needed (safetensors is read
-and written by hand); the output is written to a temporary file, then renamed.
+and written by hand, so the file handling runs, and is checked, without it); the output is
+written to a temporary file, then renamed.
 """
 import json
 import os
 import struct
 import sys
 
-import torch
-
 
 def read(path):
+    """{name: (dtype, shape, raw little-endian bytes)} of a safetensors file."""
     with open(path, "rb") as f:
         data = f.read()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
     tensors = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "U8":
-            sys.exit(f"{path}: tensor {name}: dtype {info['dtype']}, expected U8")
-        start, end = info["data_offsets"]
-        raw = bytearray(data[8 + n + start : 8 + n + end])
-        tensors[name] = torch.frombuffer(raw, dtype=torch.uint8).reshape(info["shape"])
+        if name != "__metadata__":
+            start, end = info["data_offsets"]
+            tensors[name] = (info["dtype"], info["shape"], data[8 + n + start : 8 + n + end])
     return tensors
 
 
 def write(path, tensors):
-    dtypes = {torch.float32: "F32", torch.uint8: "U8"}
+    """Writes {name: (dtype, shape, raw bytes)} as safetensors, through a temporary file."""
     header, blobs, offset = {}, [], 0
-    for name, t in sorted(tensors.items()):
-        blob = t.contiguous().cpu().view(torch.uint8).flatten().numpy().tobytes()
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
+    for name, (dtype, shape, blob) in sorted(tensors.items()):
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
     head = json.dumps(header).encode()
@@ -49,7 +44,13 @@ def write(path, tensors):
     os.replace(path + ".tmp", path)
 
 
+def f32_tensor(values, shape):
+    return ("F32", shape, struct.pack(f"<{len(values)}f", *values))
+
+
 def main(inputs, output):
+    import torch
+
     tensors = read(inputs)
     one = torch.ones((), device="cuda", dtype=torch.float32)
     out = dict(tensors)
@@ -57,12 +58,19 @@ def main(inputs, output):
         if not name.endswith(".a"):
             continue
         stem = name[:-2]
-        a = tensors[name].cuda().view(torch.float8_e4m3fn)
-        b = tensors[stem + ".b"].cuda().view(torch.float8_e4m3fn)
+
+        def fp8(key):
+            dtype, shape, raw = tensors[key]
+            if dtype != "U8":
+                sys.exit(f"{inputs}: tensor {key}: dtype {dtype}, expected U8")
+            codes = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(shape)
+            return codes.cuda().view(torch.float8_e4m3fn)
+
+        a, b = fp8(stem + ".a"), fp8(stem + ".b")
         for fast in (True, False):
             # b.t() is column-major [K, N], the layout _scaled_mm wants for its second operand.
             c = torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.float32, use_fast_accum=fast)
-            out[f"{stem}.c_{'fast' if fast else 'slow'}"] = c.float().cpu()
+            out[f"{stem}.c_{'fast' if fast else 'slow'}"] = f32_tensor(c.cpu().flatten().tolist(), list(c.shape))
         print(f"{stem}: a {list(a.shape)}, b {list(b.shape)}")
     write(output, out)
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}; wrote {output}")

@@ -169,12 +169,7 @@ fn run_fit(args: &FitArgs) -> Result<()> {
     let presets: Vec<(&str, Accumulator)> =
         PRESETS.iter().map(|&p| (p, Accumulator::preset(p).expect("a preset"))).collect();
     for (output, measured) in &measurements {
-        println!(
-            "## `c_{output}`
-
-| model | outputs bit-identical | max rel. error |
-|---|---:|---:|"
-        );
+        println!("## `c_{output}`\n\n| model | outputs bit-identical | max rel. error |\n|---|---:|---:|");
         let row = |name: &str, acc: &Accumulator| {
             let s = fit::score(acc, measured);
             println!("| {name} | {} / {} | {:.2e} |", s.exact, s.total, s.max_rel);
@@ -188,18 +183,22 @@ fn run_fit(args: &FitArgs) -> Result<()> {
         }
         let (best, _) = fit::search(&searched, &presets.iter().map(|p| p.1).collect::<Vec<_>>());
         row("best fit (searched on K ≤ --search-max-k)", &best);
-        println!(
-            "
-best fit: {best:?}
-
-| K | outputs bit-identical | max rel. error |
-|---:|---:|---:|"
-        );
+        println!("\nbest fit: {best:?}\n\n| K | outputs bit-identical | max rel. error |\n|---:|---:|---:|");
         for m in measured {
             let s = fit::score(&best, std::slice::from_ref(m));
             println!("| {} | {} / {} | {:.2e} |", m.k(), s.exact, s.total, s.max_rel);
         }
-        println!();
+        let all = fit::score(&best, measured);
+        if all.exact == all.total {
+            println!("\nThe best fit reproduces every output bit for bit.\n");
+        } else {
+            println!(
+                "\nNo model of the family reproduces every output ({} of {} differ): the hardware does something \
+                 `Accumulator` does not describe.\n",
+                all.total - all.exact,
+                all.total
+            );
+        }
     }
     Ok(())
 }
