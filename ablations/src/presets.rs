@@ -21,7 +21,7 @@ pub enum Preset {
 }
 
 /// How long a run trains.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub enum Budget {
     /// Exactly this many steps.
     Steps(usize),
@@ -29,7 +29,7 @@ pub enum Budget {
     StudySeconds(f64),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PresetSpec {
     pub preset: Preset,
     /// The public code's ModelArgs for the main model (MTP depth is set per variant).

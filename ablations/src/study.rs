@@ -27,6 +27,13 @@ pub struct Args {
     pub preset: Preset,
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
+    /// Size the runs so that the whole study takes about this many minutes on this machine,
+    /// instead of the preset's budget (the preset's model and data stay).
+    #[arg(long, conflicts_with = "steps")]
+    pub minutes: Option<f64>,
+    /// Train every run exactly this many steps, instead of the preset's budget.
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Where the report goes (default: ablation-out/<study>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -112,11 +119,12 @@ pub fn main(study: Study) -> std::process::ExitCode {
 
 /// What a report says about how the study ran.
 struct RunInfo {
-    preset: Preset,
     seeds: u64,
     steps: usize,
     spec: PresetSpec,
     seconds: f64,
+    /// Where it ran, as the report says it.
+    machine: String,
     corpus_table: String,
     calibration: Option<Calibration>,
 }
@@ -131,7 +139,14 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         return rerender(study, &out, path);
     }
     let started = std::time::Instant::now();
-    let spec = PresetSpec::of(args.preset);
+    let mut spec = PresetSpec::of(args.preset);
+    match (args.minutes, args.steps) {
+        (Some(m), _) if m.is_nan() || m <= 0.0 => bail!("--minutes must be positive, got {m}"),
+        (_, Some(0)) => bail!("--steps must be at least 1"),
+        (Some(m), _) => spec.budget = Budget::StudySeconds(m * 60.0),
+        (_, Some(n)) => spec.budget = Budget::Steps(n),
+        _ => {}
+    }
     let corpus = match &args.corpus {
         Some(path) => Corpus::from_user(path, 5)?,
         None => {
@@ -170,6 +185,7 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     results.sort_by_key(|r| (r.seed, variants.iter().position(|v| v.name == r.variant)));
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    let machine = format!("{} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));
 
     let configs: Vec<_> = variants
         .iter()
@@ -180,11 +196,11 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         .collect();
     let results_json = json!({
         "study": study.name, "preset": spec, "seeds": args.seeds, "steps_per_run": steps,
-        "seconds": seconds, "corpus": corpus.summary(), "configs": configs, "calibration": calibration, "runs": results,
+        "seconds": seconds, "machine": machine, "corpus": corpus.summary(), "configs": configs, "calibration": calibration, "runs": results,
     });
     let text = serde_json::to_string_pretty(&results_json)?;
     write_atomically(&out.join("results.json"), |f| f.write_all(text.as_bytes()))?;
-    let info = RunInfo { preset: args.preset, seeds: args.seeds, steps, spec, seconds, corpus_table, calibration };
+    let info = RunInfo { seeds: args.seeds, steps, spec, seconds, machine, corpus_table, calibration };
     write_report(study, &out, &info, &results)?;
     Ok(out)
 }
@@ -199,16 +215,16 @@ fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
         bail!("{}: results of {}, not {}", path.display(), field("study")?, study.name);
     }
     let parse = |name: &str| -> Result<serde_json::Value> { Ok(field(name)?.clone()) };
-    let preset: Preset = serde_json::from_value(parse("preset")?["preset"].clone()).context("field `preset.preset`")?;
     let results: Vec<RunResult> =
         serde_json::from_value(parse("runs")?).with_context(|| format!("{}: field `runs`", path.display()))?;
     let summary: crate::corpus::Summary = serde_json::from_value(parse("corpus")?).context("field `corpus`")?;
     let info = RunInfo {
-        preset,
         seeds: field("seeds")?.as_u64().context("field `seeds`")?,
         steps: field("steps_per_run")?.as_u64().context("field `steps_per_run`")? as usize,
-        spec: PresetSpec::of(preset),
+        spec: serde_json::from_value(parse("preset")?).context("field `preset`")?,
         seconds: field("seconds")?.as_f64().context("field `seconds`")?,
+        // Reports from before the field was saved.
+        machine: saved.get("machine").and_then(|m| m.as_str()).unwrap_or("an unrecorded machine").to_string(),
         corpus_table: crate::corpus::summary_table(&summary),
         calibration: match saved.get("calibration") {
             None | Some(serde_json::Value::Null) => None,
@@ -225,18 +241,25 @@ fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
 fn write_report(study: &Study, out: &Path, info: &RunInfo, results: &[RunResult]) -> Result<()> {
     let names: Vec<String> = study.variants.iter().map(|v| v.name.clone()).collect();
     let figures = (study.figures)(out, results, &names)?;
-    let machine = format!("{} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let preset = info.spec.preset;
+    let mut flags = format!("--preset {}", format!("{preset:?}").to_lowercase());
+    if info.spec.budget != PresetSpec::of(preset).budget {
+        flags += &match info.spec.budget {
+            Budget::StudySeconds(s) => format!(" --minutes {}", s / 60.0),
+            Budget::Steps(n) => format!(" --steps {n}"),
+        };
+    }
     let mut report = format!(
-        "# {}\n\n`{}` with `--preset {}`, {} seed(s), {} steps per run of {} sequences × {} tokens; \
-         {:.0} s in all on {machine} (CPU reference).\n\n## Corpus\n\n{}\n## Results\n\n{}\n",
+        "# {}\n\n`{}` with `{flags}`, {} seed(s), {} steps per run of {} sequences × {} tokens; \
+         {:.0} s in all on {} (CPU reference).\n\n## Corpus\n\n{}\n## Results\n\n{}\n",
         study.title,
         study.name,
-        format!("{:?}", info.preset).to_lowercase(),
         info.seeds,
         info.steps,
         info.spec.batch_size,
         info.spec.seq_len,
         info.seconds,
+        info.machine,
         info.corpus_table,
         (study.analyse)(results, &names),
     );
