@@ -54,7 +54,7 @@ pub struct Args {
     /// Studies at matched balance (ablate-balance-scope): training runs on seed 0 per
     /// auxiliary-loss variant to search the α that matches the reference variant's
     /// MaxVio_global; 0 keeps the study's fixed α.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub match_probes: usize,
 }
 

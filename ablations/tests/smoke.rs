@@ -110,13 +110,13 @@ fn ablate_balance_scope_smoke() {
     let tmp = tempfile::tempdir().unwrap();
     let (results, report) = run_study("ablate-balance-scope", env!("CARGO_BIN_EXE_ablate-balance-scope"), tmp.path());
     assert_eq!(rerendered("ablate-balance-scope", env!("CARGO_BIN_EXE_ablate-balance-scope"), tmp.path()), report);
-    // The α search: three probes per auxiliary-loss variant on seed 0, the chosen one is
+    // The α search: four probes per auxiliary-loss variant on seed 0, the chosen one is
     // that seed's run and its α is the variant's configuration.
     assert!(report.contains("### Matching the balance"));
     let probes = results["calibration"]["probes"].as_array().unwrap();
     for variant in ["sequence-wise", "batch-wise"] {
         let mine: Vec<&Value> = probes.iter().filter(|p| p["variant"] == variant).collect();
-        assert_eq!(mine.len(), 3, "{variant}: probes");
+        assert_eq!(mine.len(), 4, "{variant}: probes");
         let chosen: Vec<&&Value> = mine.iter().filter(|p| p["chosen"] == true).collect();
         assert_eq!(chosen.len(), 1, "{variant}: one chosen probe");
         let config = results["configs"].as_array().unwrap().iter().find(|c| c["variant"]["name"] == variant).unwrap();
