@@ -22,7 +22,7 @@ pub enum BackendChoice {
 
 #[derive(Parser, Debug)]
 pub struct Args {
-    /// smoke (tests, < 1 min), small (the default, ~30 min on 2 cores), medium (hours on a CPU), full (GPU).
+    /// smoke (tests, < 1 min), small (the default, ~30 min on 2 cores), medium (2.5 h on a CPU), full (GPU).
     #[arg(long, value_enum, default_value = "small")]
     pub preset: Preset,
     #[arg(long, default_value_t = 3)]
