@@ -149,6 +149,23 @@ pub fn project<B: Backend>(
     Ok(Projections { q_nope: b.narrow(&q, 3, 0, dn)?, q_pe, q_latent, kv_c, kv_rstd, kv_latent, k_pe })
 }
 
+/// The per-head queries `[q^C; q^R]`, keys `[k^C; RoPE(k^R)]` and values of the naive
+/// (unabsorbed) form, eqs. 4, 5 and 9: `(q, k, v)`, `[B, S, H, ·]`.
+pub(crate) fn naive_qkv<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    p: &MlaParams<B::Tensor>,
+    proj: &Projections<B::Tensor>,
+) -> Result<(B::Tensor, B::Tensor, B::Tensor)> {
+    let [bsz, seq, _] = b.shape(&proj.kv_latent)[..] else { unreachable!("the latent is [B, S, C]") };
+    let (h, dn, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
+    let kv_b = b.reshape(&b.linear(&proj.kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
+    let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&proj.k_pe, 2, h)?], 3)?;
+    let v = b.narrow(&kv_b, 3, dn, dv)?;
+    let q = b.concat(&[&proj.q_nope, &proj.q_pe], 3)?;
+    Ok((q, k, v))
+}
+
 /// MLA on normalised input `x [B, S, D]` at positions `start_pos..`; with a cache the keys
 /// and values of earlier positions come from it and this step's are appended.
 #[allow(clippy::too_many_arguments)]
@@ -164,16 +181,13 @@ pub fn mla_forward<B: Backend>(
     imp: AttentionImpl,
 ) -> Result<B::Tensor> {
     let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-    let (h, dn, dr, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
-    let Projections { q_nope, q_pe, kv_latent, k_pe, .. } = project(b, cfg, p, cos, sin, x, start_pos)?;
+    let (h, dr, dv) = (cfg.n_heads, cfg.qk_rope_head_dim, cfg.v_head_dim);
+    let proj = project(b, cfg, p, cos, sin, x, start_pos)?;
     let scale = cfg.softmax_scale();
 
     let out = match imp {
         AttentionImpl::Naive => {
-            let kv_b = b.reshape(&b.linear(&kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
-            let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&k_pe, 2, h)?], 3)?;
-            let v = b.narrow(&kv_b, 3, dn, dv)?;
-            let q = b.concat(&[&q_nope, &q_pe], 3)?;
+            let (q, k, v) = naive_qkv(b, cfg, p, &proj)?;
             let (k, v) = match cache {
                 Some(LayerCache::Naive { k: kc, v: vc }) => {
                     (append(b, kc, &k, start_pos)?, append(b, vc, &v, start_pos)?)
@@ -186,6 +200,7 @@ pub fn mla_forward<B: Backend>(
             b.attention_forward(&q, &k, &v, scale, start_pos)?.0
         }
         AttentionImpl::Absorbed => {
+            let Projections { q_nope, q_pe, kv_latent, k_pe, .. } = proj;
             let (w_uk, w_uv) = split_wkv_b(b, cfg, &p.wkv_b)?;
             let q_latent = per_head(b, &q_nope, &w_uk, false)?;
             let k_pe = b.reshape(&k_pe, &[bsz, seq, dr])?;

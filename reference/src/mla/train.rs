@@ -1,7 +1,7 @@
 //! MLA for training: the naive path (per-head keys and values materialised, eqs. 1–11)
 //! with its saved activations, and the hand-written backward right below.
 
-use super::{project, Projections};
+use super::{naive_qkv, project, Projections};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::config::ModelConfig;
@@ -42,12 +42,10 @@ pub fn forward_train<B: Backend>(
     x: &B::Tensor,
 ) -> Result<(B::Tensor, MlaSaved<B::Tensor>)> {
     let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-    let (h, dn, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
-    let Projections { q_nope, q_pe, q_latent, kv_c, kv_rstd, kv_latent, k_pe } = project(b, cfg, p, cos, sin, x, 0)?;
-    let q = b.concat(&[&q_nope, &q_pe], 3)?;
-    let kv_b = b.reshape(&b.linear(&kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
-    let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&k_pe, 2, h)?], 3)?;
-    let v = b.narrow(&kv_b, 3, dn, dv)?;
+    let (h, dv) = (cfg.n_heads, cfg.v_head_dim);
+    let proj = project(b, cfg, p, cos, sin, x, 0)?;
+    let (q, k, v) = naive_qkv(b, cfg, p, &proj)?;
+    let Projections { q_latent, kv_c, kv_rstd, kv_latent, .. } = proj;
 
     let (out, lse) = b.attention_forward(&q, &k, &v, cfg.softmax_scale(), 0)?;
     let y = b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)?;
