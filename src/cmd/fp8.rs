@@ -135,15 +135,18 @@ fn read_measurements(path: &Path) -> Result<Measurements> {
     if stems.is_empty() || outputs.is_empty() {
         bail!("{}: no probe GEMMs (`k<K>.a`) or no measured outputs (`k<K>.c_<name>`)", path.display());
     }
+    let to_u8 = |m: Array2<u16>| m.mapv(|c| c as u8);
+    let mut sets = Vec::new();
+    for (_, stem) in &stems {
+        sets.push(ProbeSet {
+            a: to_u8(codes(&file, &format!("{stem}.a"))?),
+            b: to_u8(codes(&file, &format!("{stem}.b"))?),
+        });
+    }
     let mut result = Vec::new();
     for output in outputs {
         let mut measured = Vec::new();
-        for (_, stem) in &stems {
-            let to_u8 = |m: Array2<u16>| m.mapv(|c| c as u8);
-            let set = ProbeSet {
-                a: to_u8(codes(&file, &format!("{stem}.a"))?),
-                b: to_u8(codes(&file, &format!("{stem}.b"))?),
-            };
+        for ((_, stem), set) in stems.iter().zip(&sets) {
             let name = format!("{stem}.c_{output}");
             let c = file.f32(&name)?;
             let shape = c.shape().to_vec();
@@ -157,7 +160,7 @@ fn read_measurements(path: &Path) -> Result<Measurements> {
                         path.display()
                     )
                 })?;
-            measured.push(Measured::new(&set, c));
+            measured.push(Measured::new(set, c));
         }
         result.push((output, measured));
     }

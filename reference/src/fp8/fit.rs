@@ -119,9 +119,13 @@ pub struct Measured {
     pub c: Array2<f32>,
 }
 
+/// The values of E4M3 codes.
+fn decode(codes: &Array2<u8>) -> Array2<f32> {
+    codes.mapv(|code| E4M3.decode(code as u32))
+}
+
 impl Measured {
     pub fn new(set: &ProbeSet, c: Array2<f32>) -> Measured {
-        let decode = |m: &Array2<u8>| m.mapv(|code| E4M3.decode(code as u32));
         Measured { a: decode(&set.a), b: decode(&set.b), c }
     }
 
@@ -132,8 +136,7 @@ impl Measured {
 
 /// `a · bᵀ` of a probe GEMM as `acc` computes it.
 pub fn simulate(set: &ProbeSet, acc: &Accumulator) -> Array2<f32> {
-    let m = Measured::new(set, Array2::zeros((set.a.nrows(), set.b.nrows())));
-    simulate_decoded(&m.a, &m.b, acc)
+    simulate_decoded(&decode(&set.a), &decode(&set.b), acc)
 }
 
 fn simulate_decoded(a: &Array2<f32>, b: &Array2<f32>, acc: &Accumulator) -> Array2<f32> {
@@ -245,8 +248,8 @@ pub fn search(measured: &[Measured], starts: &[Accumulator]) -> (Accumulator, Sc
     let mut scored: Vec<(Accumulator, Score)> = alignments.into_iter().map(|a| (a, score(&a, measured))).collect();
     scored.sort_by(|x, y| x.1.log_ulps.total_cmp(&y.1.log_ulps));
     let mut best: Option<(Accumulator, Score)> = None;
-    for start in scored.iter().take(4).map(|s| s.0).chain(starts.iter().copied()) {
-        let mut current = (start, score(&start, measured));
+    let from_starts = starts.iter().map(|s| (*s, score(s, measured)));
+    for mut current in scored.into_iter().take(4).chain(from_starts) {
         loop {
             let improved = neighbours(&current.0)
                 .into_iter()
