@@ -28,6 +28,11 @@ impl Stat {
     pub fn show(&self, digits: usize) -> String {
         format!("{:.*} ± {:.*}", digits, self.mean, digits, self.std)
     }
+
+    /// `self − other` and the seed noise of that difference (the two spreads combined).
+    pub fn minus(&self, other: &Stat) -> (f64, f64) {
+        (self.mean - other.mean, (self.std.powi(2) + other.std.powi(2)).sqrt())
+    }
 }
 
 /// `f` of every run of `variant`, over seeds.
@@ -39,8 +44,7 @@ pub fn stat(results: &[RunResult], variant: &str, f: impl Fn(&RunResult) -> Opti
 /// How a difference between two variants reads, given the spread over seeds: `lower` is
 /// the variant the paper says should have the smaller value.
 pub fn compare(what: &str, lower: (&str, Stat), higher: (&str, Stat)) -> String {
-    let diff = higher.1.mean - lower.1.mean;
-    let noise = (lower.1.std.powi(2) + higher.1.std.powi(2)).sqrt();
+    let (diff, noise) = higher.1.minus(&lower.1);
     let verdict = if lower.1.n < 2 {
         "one seed only, so no verdict on significance"
     } else if diff > 2.0 * noise {

@@ -84,7 +84,7 @@ fn balance_match(results: &[RunResult], a: &str, b: &str) -> String {
     let (Some(x), Some(y)) = (stat(results, a, vio), stat(results, b, vio)) else {
         return format!("Balance: MaxVio_global not measured for {a} or {b}.");
     };
-    let (diff, noise) = (x.mean - y.mean, (x.std.powi(2) + y.std.powi(2)).sqrt());
+    let (diff, noise) = x.minus(&y);
     let verdict = if x.n < 2 {
         "one seed only, so matching cannot be judged"
     } else if diff.abs() <= 2.0 * noise {
