@@ -6,7 +6,7 @@ use crate::tolerance::*;
 use crate::{assert_close, goldens_dir, read_f64};
 use ndarray::{s, ArrayD, Axis, IxDyn};
 use rand::Rng;
-use v3lab_reference::mla::{mla_forward, rope::RopeTable, LayerCache};
+use v3lab_reference::mla::{rope::RopeTable, LayerCache, Mla, Rope};
 use v3lab_reference::model::params::{FfnParams, Params};
 use v3lab_reference::moe::moe_forward;
 use v3lab_reference::train::init::init_params;
@@ -73,19 +73,20 @@ pub fn check_mla<B: Backend>(b: &B) {
     let rope = RopeTable::new(&cfg);
     let (cos, sin) = (rope.cos.into_dyn(), rope.sin.into_dyn());
     let (cos_b, sin_b) = (up(b, &cos), up(b, &sin));
-    let (p_cpu, p_dev) = (&host.layers[0].attn, &dev.layers[0].attn);
+    let mla_cpu = Mla { b: &CPU, cfg: &cfg, p: &host.layers[0].attn, rope: Rope { cos: &cos, sin: &sin } };
+    let mla_dev = Mla { b, cfg: &cfg, p: &dev.layers[0].attn, rope: Rope { cos: &cos_b, sin: &sin_b } };
     let x = rand_array(&mut rng_for("mla"), &[2, 11, cfg.dim]);
     for imp in [AttentionImpl::Naive, AttentionImpl::Absorbed] {
-        let want = mla_forward(&CPU, &cfg, p_cpu, &cos, &sin, &x, 0, None, imp).unwrap();
-        let got = mla_forward(b, &cfg, p_dev, &cos_b, &sin_b, &up(b, &x), 0, None, imp).unwrap();
+        let want = mla_cpu.forward(&x, 0, None, imp).unwrap();
+        let got = mla_dev.forward(&up(b, &x), 0, None, imp).unwrap();
         expect_close(b, &format!("mla {imp:?}"), &got, &want, F32_MODEL);
 
         let mut cache_cpu = LayerCache::new(&CPU, &cfg, imp, 2, 16).unwrap();
         let mut cache_dev = LayerCache::new(b, &cfg, imp, 2, 16).unwrap();
         for (start, len) in [(0, 7), (7, 1), (8, 1), (9, 2)] {
             let xs = x.slice(s![.., start..start + len, ..]).to_owned().into_dyn();
-            let want = mla_forward(&CPU, &cfg, p_cpu, &cos, &sin, &xs, start, Some(&mut cache_cpu), imp).unwrap();
-            let got = mla_forward(b, &cfg, p_dev, &cos_b, &sin_b, &up(b, &xs), start, Some(&mut cache_dev), imp);
+            let want = mla_cpu.forward(&xs, start, Some(&mut cache_cpu), imp).unwrap();
+            let got = mla_dev.forward(&up(b, &xs), start, Some(&mut cache_dev), imp);
             expect_close(b, &format!("mla {imp:?} cached at {start}"), &got.unwrap(), &want, F32_MODEL);
         }
     }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use v3lab_reference::backend::{CpuBackendF64, RouteSpec, ScoreFunc};
-use v3lab_reference::mla::train as mla;
+use v3lab_reference::mla::Mla;
 use v3lab_reference::model::params::{Layout, MlaParams, MlpParams, QueryParams, TryMap};
 use v3lab_reference::model::train::{block_backward, block_forward_train};
 use v3lab_reference::moe::train::{mlp_backward, mlp_forward_train};
@@ -250,11 +250,12 @@ proptest! {
             MlaParams { query, wkv_a: rest[0].clone(), kv_norm: rest[1].clone(), wkv_b: rest[2].clone(), wo: rest[3].clone() }
         };
         let (x, r) = (random(&mut rng, &[bsz, seq, cfg.dim], 1.0), random(&mut rng, &[bsz, seq, cfg.dim], 1.0));
-        let (_, saved) = mla::forward_train(&b, &cfg, p, rope.cos, rope.sin, &x).unwrap();
-        let (dx, g) = mla::backward(&b, &cfg, p, rope.cos, rope.sin, &r, &saved).unwrap();
+        let mla = Mla { b: &b, cfg: &cfg, p, rope };
+        let (_, saved) = mla.forward_train(&x).unwrap();
+        let (dx, g) = mla.backward(&r, &saved).unwrap();
         let inputs = [vec![x], leaves(p)].concat();
         let grads = [vec![dx], leaves(&g)].concat();
-        let f = |v: &[T]| Some(dot(&mla::forward_train(&b, &cfg, &build(&v[1..]), rope.cos, rope.sin, &v[0]).unwrap().0, &r));
+        let f = |v: &[T]| Some(dot(&Mla { b: &b, cfg: &cfg, p: &build(&v[1..]), rope }.forward_train(&v[0]).unwrap().0, &r));
         fd_check("mla", &inputs, &grads, f, &mut rng);
     }
 

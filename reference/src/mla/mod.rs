@@ -17,6 +17,17 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::config::ModelConfig;
 use crate::model::params::{MlaParams, QueryParams};
+pub use rope::Rope;
+
+/// One MLA layer as every function of this module sees it: the backend, the model's config,
+/// the layer's weights and the rotary table. Inference ([`Mla::forward`]) and training
+/// ([`Mla::forward_train`], [`Mla::backward`]) are methods of it.
+pub struct Mla<'a, B: Backend> {
+    pub b: &'a B,
+    pub cfg: &'a ModelConfig,
+    pub p: &'a MlaParams<B::Tensor>,
+    pub rope: Rope<'a, B::Tensor>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionImpl {
@@ -118,104 +129,91 @@ pub struct Projections<T> {
     pub k_pe: T,
 }
 
-/// Queries and the compressed keys/values of normalised `x [B, S, D]` at positions
-/// `start_pos..`: the part of MLA that inference and training share.
-pub fn project<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    p: &MlaParams<B::Tensor>,
-    cos: &B::Tensor,
-    sin: &B::Tensor,
-    x: &B::Tensor,
-    start_pos: usize,
-) -> Result<Projections<B::Tensor>> {
-    let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-    let (h, dn, dr, c) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank);
-    let eps = cfg.rms_norm_eps;
-    let (q, q_latent) = match &p.query {
-        QueryParams::LowRank { wq_a, q_norm, wq_b } => {
-            let qa = b.linear(x, wq_a)?;
-            let (qn, rstd) = b.rms_norm_forward(&qa, q_norm, eps)?;
-            (b.linear(&qn, wq_b)?, Some((qa, rstd, qn)))
-        }
-        QueryParams::Full { wq } => (b.linear(x, wq)?, None),
-    };
-    let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
-    let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, start_pos)?;
-    let kv = b.linear(x, &p.wkv_a)?;
-    let kv_c = b.narrow(&kv, 2, 0, c)?;
-    let (kv_latent, kv_rstd) = b.rms_norm_forward(&kv_c, &p.kv_norm, eps)?;
-    let k_pe = b.rope_forward(&b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?, cos, sin, start_pos)?;
-    Ok(Projections { q_nope: b.narrow(&q, 3, 0, dn)?, q_pe, q_latent, kv_c, kv_rstd, kv_latent, k_pe })
-}
+impl<B: Backend> Mla<'_, B> {
+    /// Queries and the compressed keys/values of normalised `x [B, S, D]` at positions
+    /// `start_pos..`: the part of MLA that inference and training share.
+    pub fn project(&self, x: &B::Tensor, start_pos: usize) -> Result<Projections<B::Tensor>> {
+        let Mla { b, cfg, p, rope: Rope { cos, sin } } = *self;
+        let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
+        let (h, dn, dr, c) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank);
+        let eps = cfg.rms_norm_eps;
+        let (q, q_latent) = match &p.query {
+            QueryParams::LowRank { wq_a, q_norm, wq_b } => {
+                let qa = b.linear(x, wq_a)?;
+                let (qn, rstd) = b.rms_norm_forward(&qa, q_norm, eps)?;
+                (b.linear(&qn, wq_b)?, Some((qa, rstd, qn)))
+            }
+            QueryParams::Full { wq } => (b.linear(x, wq)?, None),
+        };
+        let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
+        let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, start_pos)?;
+        let kv = b.linear(x, &p.wkv_a)?;
+        let kv_c = b.narrow(&kv, 2, 0, c)?;
+        let (kv_latent, kv_rstd) = b.rms_norm_forward(&kv_c, &p.kv_norm, eps)?;
+        let k_pe = b.rope_forward(&b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?, cos, sin, start_pos)?;
+        Ok(Projections { q_nope: b.narrow(&q, 3, 0, dn)?, q_pe, q_latent, kv_c, kv_rstd, kv_latent, k_pe })
+    }
 
-/// The per-head queries `[q^C; q^R]`, keys `[k^C; RoPE(k^R)]` and values of the naive
-/// (unabsorbed) form, eqs. 4, 5 and 9: `(q, k, v)`, `[B, S, H, ·]`.
-pub(crate) fn naive_qkv<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    p: &MlaParams<B::Tensor>,
-    proj: &Projections<B::Tensor>,
-) -> Result<(B::Tensor, B::Tensor, B::Tensor)> {
-    let [bsz, seq, _] = b.shape(&proj.kv_latent)[..] else { unreachable!("the latent is [B, S, C]") };
-    let (h, dn, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
-    let kv_b = b.reshape(&b.linear(&proj.kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
-    let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&proj.k_pe, 2, h)?], 3)?;
-    let v = b.narrow(&kv_b, 3, dn, dv)?;
-    let q = b.concat(&[&proj.q_nope, &proj.q_pe], 3)?;
-    Ok((q, k, v))
-}
+    /// The per-head queries `[q^C; q^R]`, keys `[k^C; RoPE(k^R)]` and values of the naive
+    /// (unabsorbed) form, eqs. 4, 5 and 9: `(q, k, v)`, `[B, S, H, ·]`.
+    fn naive_qkv(&self, proj: &Projections<B::Tensor>) -> Result<(B::Tensor, B::Tensor, B::Tensor)> {
+        let Mla { b, cfg, p, .. } = *self;
+        let [bsz, seq, _] = b.shape(&proj.kv_latent)[..] else { unreachable!("the latent is [B, S, C]") };
+        let (h, dn, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
+        let kv_b = b.reshape(&b.linear(&proj.kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
+        let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&proj.k_pe, 2, h)?], 3)?;
+        let v = b.narrow(&kv_b, 3, dn, dv)?;
+        let q = b.concat(&[&proj.q_nope, &proj.q_pe], 3)?;
+        Ok((q, k, v))
+    }
 
-/// MLA on normalised input `x [B, S, D]` at positions `start_pos..`; with a cache the keys
-/// and values of earlier positions come from it and this step's are appended.
-#[allow(clippy::too_many_arguments)]
-pub fn mla_forward<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    p: &MlaParams<B::Tensor>,
-    cos: &B::Tensor,
-    sin: &B::Tensor,
-    x: &B::Tensor,
-    start_pos: usize,
-    cache: Option<&mut LayerCache<B::Tensor>>,
-    imp: AttentionImpl,
-) -> Result<B::Tensor> {
-    let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-    let (h, dr, dv) = (cfg.n_heads, cfg.qk_rope_head_dim, cfg.v_head_dim);
-    let proj = project(b, cfg, p, cos, sin, x, start_pos)?;
-    let scale = cfg.softmax_scale();
+    /// MLA on normalised input `x [B, S, D]` at positions `start_pos..`; with a cache the
+    /// keys and values of earlier positions come from it and this step's are appended.
+    pub fn forward(
+        &self,
+        x: &B::Tensor,
+        start_pos: usize,
+        cache: Option<&mut LayerCache<B::Tensor>>,
+        imp: AttentionImpl,
+    ) -> Result<B::Tensor> {
+        let Mla { b, cfg, p, .. } = *self;
+        let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
+        let (h, dr, dv) = (cfg.n_heads, cfg.qk_rope_head_dim, cfg.v_head_dim);
+        let proj = self.project(x, start_pos)?;
+        let scale = cfg.softmax_scale();
 
-    let out = match imp {
-        AttentionImpl::Naive => {
-            let (q, k, v) = naive_qkv(b, cfg, p, &proj)?;
-            let (k, v) = match cache {
-                Some(LayerCache::Naive { k: kc, v: vc }) => {
-                    (append(b, kc, &k, start_pos)?, append(b, vc, &v, start_pos)?)
-                }
-                Some(LayerCache::Latent { .. }) => {
-                    return Err(crate::Error::Input("naive attention with a latent cache".into()))
-                }
-                None => (k, v),
-            };
-            b.attention_forward(&q, &k, &v, scale, start_pos)?.0
-        }
-        AttentionImpl::Absorbed => {
-            let Projections { q_nope, q_pe, kv_latent, k_pe, .. } = proj;
-            let (w_uk, w_uv) = split_wkv_b(b, cfg, &p.wkv_b)?;
-            let q_latent = per_head(b, &q_nope, &w_uk, false)?;
-            let k_pe = b.reshape(&k_pe, &[bsz, seq, dr])?;
-            let (kv_latent, k_pe) = match cache {
-                Some(LayerCache::Latent { kv_latent: kc, k_pe: pc }) => {
-                    (append(b, kc, &kv_latent, start_pos)?, append(b, pc, &k_pe, start_pos)?)
-                }
-                Some(LayerCache::Naive { .. }) => {
-                    return Err(crate::Error::Input("absorbed attention with a naive cache".into()))
-                }
-                None => (kv_latent, k_pe),
-            };
-            let out_latent = b.latent_attention_forward(&q_latent, &q_pe, &kv_latent, &k_pe, scale, start_pos)?;
-            per_head(b, &out_latent, &w_uv, true)?
-        }
-    };
-    b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)
+        let out = match imp {
+            AttentionImpl::Naive => {
+                let (q, k, v) = self.naive_qkv(&proj)?;
+                let (k, v) = match cache {
+                    Some(LayerCache::Naive { k: kc, v: vc }) => {
+                        (append(b, kc, &k, start_pos)?, append(b, vc, &v, start_pos)?)
+                    }
+                    Some(LayerCache::Latent { .. }) => {
+                        return Err(crate::Error::Input("naive attention with a latent cache".into()))
+                    }
+                    None => (k, v),
+                };
+                b.attention_forward(&q, &k, &v, scale, start_pos)?.0
+            }
+            AttentionImpl::Absorbed => {
+                let Projections { q_nope, q_pe, kv_latent, k_pe, .. } = proj;
+                let (w_uk, w_uv) = split_wkv_b(b, cfg, &p.wkv_b)?;
+                let q_latent = per_head(b, &q_nope, &w_uk, false)?;
+                let k_pe = b.reshape(&k_pe, &[bsz, seq, dr])?;
+                let (kv_latent, k_pe) = match cache {
+                    Some(LayerCache::Latent { kv_latent: kc, k_pe: pc }) => {
+                        (append(b, kc, &kv_latent, start_pos)?, append(b, pc, &k_pe, start_pos)?)
+                    }
+                    Some(LayerCache::Naive { .. }) => {
+                        return Err(crate::Error::Input("absorbed attention with a naive cache".into()))
+                    }
+                    None => (kv_latent, k_pe),
+                };
+                let out_latent = b.latent_attention_forward(&q_latent, &q_pe, &kv_latent, &k_pe, scale, start_pos)?;
+                per_head(b, &out_latent, &w_uv, true)?
+            }
+        };
+        b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)
+    }
 }

@@ -44,6 +44,21 @@ pub fn frequencies(cfg: &ModelConfig) -> Vec<f32> {
         .collect()
 }
 
+/// A rotary table on a backend, borrowed: `cos`/`sin` `[max_seq_len, R/2]` as
+/// [`RopeTable`] computes them.
+pub struct Rope<'a, T> {
+    pub cos: &'a T,
+    pub sin: &'a T,
+}
+
+// By hand: a derive would ask `T: Copy`, and only the references are copied.
+impl<T> Clone for Rope<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Rope<'_, T> {}
+
 impl RopeTable {
     pub fn new(cfg: &ModelConfig) -> Self {
         let freqs = frequencies(cfg);

@@ -10,7 +10,7 @@ pub mod train;
 
 use crate::backend::{Backend, Routing};
 use crate::error::{Error, Result};
-use crate::mla::{mla_forward, rope::RopeTable, AttentionImpl, LayerCache};
+use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla};
 use crate::moe::{mlp_forward, moe_forward};
 use config::ModelConfig;
 use ndarray::{ArrayD, ArrayView2};
@@ -83,7 +83,8 @@ impl<B: Backend> Transformer<B> {
     ) -> Result<(B::Tensor, Option<Routing<B>>)> {
         let eps = self.cfg.rms_norm_eps;
         let attn_in = b.rms_norm_forward(x, &p.attn_norm, eps)?.0;
-        let attn = mla_forward(b, &self.cfg, &p.attn, &self.rope_cos, &self.rope_sin, &attn_in, start_pos, cache, imp)?;
+        let mla = Mla { b, cfg: &self.cfg, p: &p.attn, rope: self.rope() };
+        let attn = mla.forward(&attn_in, start_pos, cache, imp)?;
         let x = b.add(x, &attn)?;
         let ffn_in = b.rms_norm_forward(&x, &p.ffn_norm, eps)?.0;
         let (ffn, routing) = match &p.ffn {

@@ -6,7 +6,7 @@ use super::params::{BlockParams, FfnParams, Params};
 use super::Transformer;
 use crate::backend::{Backend, Routing};
 use crate::error::Result;
-use crate::mla::train::{self as mla, MlaSaved};
+use crate::mla::{train::MlaSaved, Mla, Rope};
 use crate::model::config::ModelConfig;
 use crate::moe::train::{mlp_backward, mlp_forward_train, moe_backward, moe_forward_train, MlpSaved, MoeSaved};
 
@@ -42,12 +42,6 @@ impl<B: Backend> BlockSaved<B> {
     }
 }
 
-/// The rotary table a model's attention uses, `cos`/`sin` `[max_seq_len, R/2]`.
-pub struct Rope<'a, T> {
-    pub cos: &'a T,
-    pub sin: &'a T,
-}
-
 /// One decoder block at positions `0..S` (the public code's `Block.forward`).
 pub fn block_forward_train<B: Backend>(
     b: &B,
@@ -58,7 +52,7 @@ pub fn block_forward_train<B: Backend>(
 ) -> Result<(B::Tensor, BlockSaved<B>)> {
     let eps = cfg.rms_norm_eps;
     let (attn_in, attn_rstd) = b.rms_norm_forward(x, &p.attn_norm, eps)?;
-    let (attn_out, attn) = mla::forward_train(b, cfg, &p.attn, rope.cos, rope.sin, &attn_in)?;
+    let (attn_out, attn) = Mla { b, cfg, p: &p.attn, rope: *rope }.forward_train(&attn_in)?;
     let x1 = b.add(x, &attn_out)?;
     let (ffn_in, ffn_rstd) = b.rms_norm_forward(&x1, &p.ffn_norm, eps)?;
     let (ffn_out, ffn) = match &p.ffn {
@@ -99,7 +93,7 @@ pub fn block_backward<B: Backend>(
     };
     let (dx1_norm, ffn_norm) = b.rms_norm_backward(&s.x1, &p.ffn_norm, &s.ffn_rstd, &dffn_in)?;
     let dx1 = b.add(dy, &dx1_norm)?;
-    let (dattn_in, attn) = mla::backward(b, cfg, &p.attn, rope.cos, rope.sin, &dx1, &s.attn)?;
+    let (dattn_in, attn) = Mla { b, cfg, p: &p.attn, rope: *rope }.backward(&dx1, &s.attn)?;
     let (dx_norm, attn_norm) = b.rms_norm_backward(&s.x, &p.attn_norm, &s.attn_rstd, &dattn_in)?;
     Ok((b.add(&dx1, &dx_norm)?, BlockParams { attn_norm, attn, ffn_norm, ffn }))
 }
