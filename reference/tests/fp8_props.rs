@@ -6,7 +6,7 @@
 
 use ndarray::Array2;
 use proptest::prelude::*;
-use v3lab_reference::fp8::accumulate::{Accumulator, Rounding};
+use v3lab_reference::fp8::accumulate::{Accumulator, Anchor, Rounding};
 use v3lab_reference::fp8::{quantize, Granularity, Minifloat, Overflow, ScaleMode, BF16, E4M3, E5M2, E5M6};
 
 const FORMATS: [(&str, Minifloat); 4] = [("e4m3", E4M3), ("e5m2", E5M2), ("e5m6", E5M6), ("bf16", BF16)];
@@ -133,7 +133,7 @@ proptest! {
         let units: i64 = a.iter().zip(&b).map(|(&x, &y)| (x as f64 * y as f64 * 2f64.powi(18)) as i64).sum();
         let want = (units as f64 * 2f64.powi(-18)) as f32; // |units| < 2^53: one rounding
         let unbounded = Accumulator {
-            group, align_accumulator: align, kept_bits: None, term_rounding: Rounding::TowardZero,
+            group, align_accumulator: align, kept_bits: None, term_rounding: Rounding::TowardZero, anchor: Anchor::Product,
             acc_bits: None, acc_rounding: Rounding::TowardZero, promote_every: None,
         };
         prop_assert_eq!(unbounded.dot(&a, &b), want);

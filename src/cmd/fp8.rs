@@ -65,7 +65,7 @@ pub struct GemmArgs {
     /// Safetensors with U8 `a` [M, K], `b` [N, K] and optional F32 `a_scale`, `b_scale`.
     #[arg(long)]
     pub input: PathBuf,
-    /// exact | fp32 | fast-accum | promote-128 | fast-accum-aligned.
+    /// exact | fp32 | fast-accum | promote-128 | fast-accum-aligned | km-h100.
     #[arg(long, default_value = "promote-128")]
     pub accumulator: String,
     /// Where to write the F32 tensor `c` [M, N] (written atomically).

@@ -21,7 +21,9 @@
 //!    cores in "Numerical behavior of NVIDIA tensor cores", PeerJ CS 7:e330, 2021) or is
 //!    added to the group's sum afterwards (the paper's text names only the 32 products);
 //! 3. `kept_bits` and `term_rounding`: how many bits of each aligned term survive, counted
-//!    from the leading bit of the largest (the paper: 14, truncated);
+//!    from the leading bit of the largest (the paper: 14, truncated); `anchor`: whether
+//!    "the largest" is read off each product's value or, before normalisation, off the sum
+//!    of its factors' exponents (see [`Anchor`]);
 //! 4. `acc_bits` and `acc_rounding`: the significant bits of the accumulator register
 //!    after each step (14 = FP22 e8m13, which Zhang et al., "SageAttention2", arXiv
 //!    2411.10958, report for `mma.f32.f8.f8.f32` on Hopper; truncated, as Fasi et al. found
@@ -31,8 +33,9 @@
 //!
 //! The default `fast-accum` fills these from the sources above. It has NOT been fitted to
 //! measurements: no session has yet run the experiment on an H100. Khattak and Mikaitis,
-//! "Accurate Models of NVIDIA Tensor Cores" (arXiv 2512.07004, 2025) publish bit-accurate
-//! H100 FP8 models built that way; their parameters should be checked against ours.
+//! "Accurate Models of NVIDIA Tensor Cores" (arXiv 2512.07004, 2025) publish H100 models
+//! fitted to hardware in their MATLAB toolbox; its FP8 model is the preset `km-h100` (see
+//! [`Accumulator::KM_H100`] for what it rests on and how far it was validated).
 //!
 //! Arithmetic is exact: values are fixed-point integers (`i128`, 64 fraction bits), which
 //! holds every product of two E4M3 or E5M2 values and their sums exactly, so each rounding
@@ -53,6 +56,42 @@ pub enum Rounding {
     NearestEven,
 }
 
+/// The exponent by which the alignment step places a product `x·y`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// floor(log2 |x·y|): the product is normalised before it is aligned.
+    Product,
+    /// e(x) + e(y), each floor(log2 |·|) but never below `emin`, the input format's least
+    /// normal exponent (−6 for E4M3, −14 for E5M2): the product's significand, in [1, 4), is
+    /// aligned as the multiplier leaves it, so a product whose significand reached 2 sits one
+    /// place higher than its anchor says. Khattak and Mikaitis's toolbox models the H100's
+    /// FP8 inner product this way.
+    FactorExponents { emin: i32 },
+}
+
+impl Anchor {
+    /// The exponent the alignment step reads for the product `value` = x·y (≠ 0).
+    fn exponent(self, x: f32, y: f32, value: i128) -> i32 {
+        match self {
+            Anchor::Product => exponent(value),
+            Anchor::FactorExponents { emin } => float_exponent(x).max(emin) + float_exponent(y).max(emin),
+        }
+    }
+}
+
+/// floor(log2 |x|) of a finite, non-zero f32 (exact: every f32 is normal as an f64).
+fn float_exponent(x: f32) -> i32 {
+    ((x as f64).abs().to_bits() >> 52) as i32 - 1023
+}
+
+/// A product as the accumulator sees it: its exact value and the exponent the alignment
+/// step reads for it (unused when the value is zero).
+#[derive(Debug, Clone, Copy)]
+struct Term {
+    value: i128,
+    anchor: i32,
+}
+
 /// How the tensor core (or any accumulator) adds a stream of exact products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accumulator {
@@ -60,10 +99,12 @@ pub struct Accumulator {
     pub group: usize,
     /// Whether the running sum is aligned together with the group's products.
     pub align_accumulator: bool,
-    /// Bits kept of each aligned term, counted from the largest term's leading bit;
-    /// `None` keeps every bit.
+    /// Bits kept of each aligned term, counted from the largest term's anchor (its leading
+    /// bit, with [`Anchor::Product`]); `None` keeps every bit.
     pub kept_bits: Option<u32>,
     pub term_rounding: Rounding,
+    /// Which exponent of a product "the largest term" is measured by.
+    pub anchor: Anchor,
     /// Significant bits of the accumulator after each step; `None` is unbounded.
     pub acc_bits: Option<u32>,
     pub acc_rounding: Rounding,
@@ -72,7 +113,7 @@ pub struct Accumulator {
 }
 
 /// The named presets of the CLI and the study.
-pub const PRESETS: [&str; 5] = ["exact", "fp32", "fast-accum", "promote-128", "fast-accum-aligned"];
+pub const PRESETS: [&str; 6] = ["exact", "fp32", "fast-accum", "promote-128", "fast-accum-aligned", "km-h100"];
 
 impl Accumulator {
     /// The exact sum, rounded once to f32 at the end.
@@ -81,6 +122,7 @@ impl Accumulator {
         align_accumulator: false,
         kept_bits: None,
         term_rounding: Rounding::TowardZero,
+        anchor: Anchor::Product,
         acc_bits: None,
         acc_rounding: Rounding::NearestEven,
         promote_every: None,
@@ -98,6 +140,7 @@ impl Accumulator {
         align_accumulator: false,
         kept_bits: Some(14),
         term_rounding: Rounding::TowardZero,
+        anchor: Anchor::Product,
         acc_bits: Some(14),
         acc_rounding: Rounding::TowardZero,
         promote_every: None,
@@ -106,6 +149,21 @@ impl Accumulator {
     /// The other reading of the mechanism: the accumulator is one more term of the
     /// aligned group (a fused 33-term add), so late products lose bits against a large sum.
     pub const FAST_ACCUM_ALIGNED: Accumulator = Accumulator { align_accumulator: true, ..Accumulator::FAST_ACCUM };
+
+    /// The H100 E4M3 model of Khattak and Mikaitis's MATLAB toolbox (`models/H100TC.m` of
+    /// north-numerical-computing/MATLAB-tensor-core, the version with `fma = 32`,
+    /// `neab = -10`, `rz`, `global_alignment = 1`): 32 products and the running sum aligned
+    /// together, each product placed by its factors' exponents, truncated to 13 bits below
+    /// the largest anchor, summed exactly and truncated to e8m13. Read from their code, not
+    /// measured here; their validation compares single K = 32 steps from a zero
+    /// accumulator, so how the running sum joins is the least certain part. The toolbox's
+    /// earlier H100 data come from `mma.sync` and are not e8m13, so the rule may depend on
+    /// the instruction (cuBLAS's FP8 GEMM uses `wgmma`).
+    pub const KM_H100: Accumulator = Accumulator {
+        align_accumulator: true,
+        anchor: Anchor::FactorExponents { emin: -6 },
+        ..Accumulator::FAST_ACCUM
+    };
 
     /// The paper's fix: the fast-accum tensor core for N_C = 128 products, then promotion.
     pub const PROMOTE_128: Accumulator = Accumulator { promote_every: Some(128), ..Accumulator::FAST_ACCUM };
@@ -118,6 +176,7 @@ impl Accumulator {
             "fast-accum" => Accumulator::FAST_ACCUM,
             "promote-128" => Accumulator::PROMOTE_128,
             "fast-accum-aligned" => Accumulator::FAST_ACCUM_ALIGNED,
+            "km-h100" => Accumulator::KM_H100,
             _ => return None,
         })
     }
@@ -127,12 +186,19 @@ impl Accumulator {
     /// f32 whose products are multiples of 2^-64 below 2^62 is simulated exactly).
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len(), "dot of vectors of different lengths");
-        let products: Vec<i128> = a.iter().zip(b).map(|(&x, &y)| to_fixed(x as f64 * y as f64)).collect();
-        to_f32(self.sum_fixed(&products))
+        let terms: Vec<Term> = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| {
+                let value = to_fixed(x as f64 * y as f64);
+                Term { value, anchor: if value == 0 { 0 } else { self.anchor.exponent(x, y, value) } }
+            })
+            .collect();
+        to_f32(self.sum_fixed(&terms))
     }
 
     /// The simulated sum of exact fixed-point products (before the final f32 rounding).
-    fn sum_fixed(&self, products: &[i128]) -> i128 {
+    fn sum_fixed(&self, products: &[Term]) -> i128 {
         match self.promote_every {
             None => self.tensor_core(products),
             Some(nc) => {
@@ -149,27 +215,29 @@ impl Accumulator {
     }
 
     /// One run of the tensor-core accumulator from zero over `products`.
-    fn tensor_core(&self, products: &[i128]) -> i128 {
+    fn tensor_core(&self, products: &[Term]) -> i128 {
         if self.kept_bits.is_none() && self.acc_bits.is_none() {
-            return products.iter().sum(); // nothing is rounded: grouping cannot matter
+            return products.iter().map(|t| t.value).sum(); // nothing is rounded: grouping cannot matter
         }
         let mut acc = 0i128;
         for group in products.chunks(self.group.max(1)) {
             // Without the accumulator in the alignment it is added after the group's sum.
             let (own, mut addend) = if self.align_accumulator { (acc, 0) } else { (0, acc) };
+            // The running sum is normalised: its anchor is its own exponent.
+            let own_term = Term { value: own, anchor: if own == 0 { 0 } else { exponent(own) } };
             let e_max = match self.kept_bits {
-                Some(_) => group.iter().chain(std::iter::once(&own)).filter(|&&t| t != 0).map(|&t| exponent(t)).max(),
+                Some(_) => group.iter().chain([&own_term]).filter(|t| t.value != 0).map(|t| t.anchor).max(),
                 None => None,
             };
             let sum: i128 = match (self.kept_bits, e_max) {
                 (Some(kept), Some(e_max)) => {
-                    // Align to the largest term: keep `kept` bits below and including its
-                    // leading bit, i.e. a quantum of 2^(e_max − kept + 1).
+                    // Align to the largest anchor: keep `kept` bits below and including
+                    // its place, i.e. a quantum of 2^(e_max − kept + 1).
                     let quantum = e_max - kept as i32 + 1;
                     let own = round_to_quantum(own, quantum, self.term_rounding);
-                    group.iter().map(|&t| round_to_quantum(t, quantum, self.term_rounding)).sum::<i128>() + own
+                    group.iter().map(|t| round_to_quantum(t.value, quantum, self.term_rounding)).sum::<i128>() + own
                 }
-                _ => group.iter().sum::<i128>() + own,
+                _ => group.iter().map(|t| t.value).sum::<i128>() + own,
             };
             addend += sum;
             acc = match self.acc_bits {
@@ -267,4 +335,35 @@ pub(crate) fn to_f32(v: i128) -> f32 {
     let r = round_sig(v, 24, Rounding::NearestEven);
     // ≤ 24 significant bits: the conversion below is exact (i128 → f64 keeps 53 bits).
     (r as f64 * 2f64.powi(-FRAC)) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One 32-product step keeping 14 bits per term, no limit on the accumulator.
+    fn aligner(anchor: Anchor) -> Accumulator {
+        Accumulator { acc_bits: None, anchor, ..Accumulator::FAST_ACCUM }
+    }
+
+    #[test]
+    fn factor_exponents_keep_one_more_bit_when_the_top_significand_reaches_two() {
+        // 1.5 · 1.5 = 2.25 has leading bit 2^1 but factor exponents 0 + 0. Kept 14 bits:
+        // the quantum is 2^(1 − 13) by the product, 2^(0 − 13) by the factors, so the
+        // second product, 2^-6 · 2^-7 = 2^-13, survives only in the second reading.
+        let (a, b) = ([1.5, 2f32.powi(-6)], [1.5, 2f32.powi(-7)]);
+        assert_eq!(aligner(Anchor::Product).dot(&a, &b), 2.25);
+        assert_eq!(aligner(Anchor::FactorExponents { emin: -6 }).dot(&a, &b), 2.25 + 2f32.powi(-13));
+    }
+
+    #[test]
+    fn a_subnormal_factor_counts_at_the_least_normal_exponent() {
+        // 2^-8 (an E4M3 subnormal) · 2^8 = 1: anchor 0 by the product, −6 + 8 = 2 by the
+        // clamped factors, so the quantum is 2^-13 or 2^-11 and 2^-12 survives only in the first.
+        let (a, b) = ([2f32.powi(-8), 2f32.powi(-6)], [256.0, 2f32.powi(-6)]);
+        assert_eq!(aligner(Anchor::Product).dot(&a, &b), 1.0 + 2f32.powi(-12));
+        assert_eq!(aligner(Anchor::FactorExponents { emin: -6 }).dot(&a, &b), 1.0);
+        // Without the clamp (an E5M2-like emin) the anchor is −8 + 8 = 0 again.
+        assert_eq!(aligner(Anchor::FactorExponents { emin: -14 }).dot(&a, &b), 1.0 + 2f32.powi(-12));
+    }
 }

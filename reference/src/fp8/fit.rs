@@ -10,7 +10,7 @@
 //! 3. [`search`] finds the accumulator that reproduces the most outputs bit for bit
 //!    (`v3lab fp8 fit --measurements FILE`).
 
-use super::accumulate::{Accumulator, Rounding};
+use super::accumulate::{Accumulator, Anchor, Rounding};
 use super::codec::{Overflow, E4M3};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -201,6 +201,8 @@ pub fn score(acc: &Accumulator, measured: &[Measured]) -> Score {
 // The values each field of [`Accumulator`] may take in the search.
 const GROUPS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 const ROUNDINGS: [Rounding; 3] = [Rounding::TowardZero, Rounding::Floor, Rounding::NearestEven];
+/// The probes are E4M3, whose least normal exponent is −6.
+const ANCHORS: [Anchor; 2] = [Anchor::Product, Anchor::FactorExponents { emin: -6 }];
 
 fn bits(lo: u32, hi: u32) -> Vec<Option<u32>> {
     std::iter::once(None).chain((lo..=hi).map(Some)).collect()
@@ -213,6 +215,7 @@ fn neighbours(acc: &Accumulator) -> Vec<Accumulator> {
     out.extend([false, true].map(|align_accumulator| Accumulator { align_accumulator, ..*acc }));
     out.extend(bits(8, 28).into_iter().map(|kept_bits| Accumulator { kept_bits, ..*acc }));
     out.extend(ROUNDINGS.map(|term_rounding| Accumulator { term_rounding, ..*acc }));
+    out.extend(ANCHORS.map(|anchor| Accumulator { anchor, ..*acc }));
     out.extend(bits(10, 28).into_iter().map(|acc_bits| Accumulator { acc_bits, ..*acc }));
     out.extend(ROUNDINGS.map(|acc_rounding| Accumulator { acc_rounding, ..*acc }));
     out.extend(
@@ -281,6 +284,7 @@ mod tests {
         align_accumulator: true,
         kept_bits: Some(13),
         term_rounding: Rounding::Floor,
+        anchor: Anchor::Product,
         acc_bits: Some(14),
         acc_rounding: Rounding::NearestEven,
         promote_every: None,
@@ -300,6 +304,18 @@ mod tests {
         let (found, s) = search(&measured, &[Accumulator::FAST_ACCUM, Accumulator::EXACT]);
         assert_eq!(s.exact, s.total, "best model {found:?} reproduces {} of {}", s.exact, s.total);
         assert_eq!((found.kept_bits, found.acc_bits), (HIDDEN.kept_bits, HIDDEN.acc_bits));
+    }
+
+    #[test]
+    fn the_search_recovers_the_toolbox_model_with_its_factor_exponent_anchor() {
+        let measured = measured_by(&Accumulator::KM_H100);
+        let (found, s) = search(&measured, &[Accumulator::FAST_ACCUM, Accumulator::EXACT]);
+        assert_eq!(s.exact, s.total, "best model {found:?} reproduces {} of {}", s.exact, s.total);
+        assert_eq!(found.anchor, Accumulator::KM_H100.anchor);
+        // Anchoring on the product instead misses some outputs: the probes tell them apart.
+        let by_product = Accumulator { anchor: Anchor::Product, ..Accumulator::KM_H100 };
+        let s = score(&by_product, &measured);
+        assert!(s.exact < s.total, "the anchor is invisible to the probes");
     }
 
     #[test]

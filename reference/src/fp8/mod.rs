@@ -24,7 +24,7 @@ pub mod linear;
 pub mod scaling;
 pub mod study;
 
-pub use accumulate::{Accumulator, Rounding, PRESETS};
+pub use accumulate::{Accumulator, Anchor, Rounding, PRESETS};
 pub use codec::{Minifloat, Overflow, BF16, E4M3, E5M2, E5M6};
 pub use gemm::gemm;
 pub use linear::{Fp8Linear, LinearPrecision};
