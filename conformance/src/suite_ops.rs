@@ -137,6 +137,12 @@ pub fn check_norm_swiglu<B: Backend>(b: &B) {
             F32_TRANSCENDENTAL,
         );
     }
+    // No rows is an empty result; rows of width 0 have no RMS and are an error.
+    let (x, w) = (rand_array(&mut rng, &[0, 8]), rand_array(&mut rng, &[8]));
+    let (y, r) = b.rms_norm_forward(&up(b, &x), &up(b, &w), 1e-6).unwrap();
+    assert_eq!((b.shape(&y), b.shape(&r)), (vec![0, 8], vec![0]), "{}: rms_norm of no rows", b.name());
+    let (x, w) = (rand_array(&mut rng, &[3, 0]), rand_array(&mut rng, &[0]));
+    assert!(b.rms_norm_forward(&up(b, &x), &up(b, &w), 1e-6).is_err(), "{}: rows of width 0 must fail", b.name());
 }
 
 /// Rotary embedding on interleaved pairs at several start positions.

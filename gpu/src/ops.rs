@@ -18,12 +18,15 @@ impl CudaBackend {
         eps: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
         let d = *x.shape.last().ok_or_else(|| Error::shape("rms_norm_forward", "scalar operand"))?;
+        if d == 0 {
+            return Err(Error::shape("rms_norm_forward", format!("x {:?} has rows of width 0", x.shape)));
+        }
         if w.shape != [d] {
             return Err(Error::shape("rms_norm_forward", format!("x {:?} with weight {:?}", x.shape, w.shape)));
         }
-        let rows = x.len() / d.max(1);
+        let rows = x.len() / d;
         let (mut y, mut rstd) = (self.alloc(x.len())?, self.alloc(rows)?);
-        if rows > 0 && d > 0 {
+        if rows > 0 {
             let f = self.func(Module::RmsNorm, "rms_norm_forward_f32")?;
             let d64 = d as i64;
             let mut launch = self.stream.launch_builder(&f);

@@ -9,6 +9,10 @@ use ndarray::{Array1, Array2, ArrayD, IxDyn, Zip};
 /// `y = x · rstd · w` with `rstd = 1/sqrt(mean(x²) + eps)`; returns `(y, rstd [..])`.
 pub(super) fn rms_norm_forward<F: CpuFloat>(x: &ArrayD<F>, w: &ArrayD<F>, eps: F) -> Result<(ArrayD<F>, ArrayD<F>)> {
     let x2 = rows_view(x, "rms_norm_forward")?;
+    if x2.ncols() == 0 {
+        // mean(x²) over no values is 0/0: an error rather than rows of NaN.
+        return Err(shape_err("rms_norm_forward", format!("x {:?} has rows of width 0", x.shape())));
+    }
     if w.shape() != [x2.ncols()] {
         return Err(shape_err("rms_norm_forward", format!("x {:?} with weight {:?}", x.shape(), w.shape())));
     }
