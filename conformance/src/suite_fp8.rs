@@ -3,14 +3,10 @@
 //! nearest search over the finite codes (ties to the even code), not by bit tricks.
 
 use ndarray::{Array2, ArrayD, IxDyn};
-use v3lab_reference::fp8::E4M3;
+use v3lab_reference::fp8::{scale_for, ScaleMode, E4M3};
 
-/// E4M3's largest finite value.
-pub const E4M3_MAX: f32 = 448.0;
 /// Scaling groups are 128 wide (the paper's N_C).
 pub const BLOCK: usize = 128;
-/// DeepGEMM's floor on a group's amax, so that a zero group has a finite scale.
-pub const AMAX_FLOOR: f32 = 1e-4;
 
 /// The E4M3 code nearest to `x` (ties to even), saturating at ±448; NaN → 0x7f.
 pub fn e4m3_encode(x: f32) -> u8 {
@@ -42,8 +38,9 @@ pub fn quantize(x: &Array2<f32>, group_rows: usize) -> (Array2<u8>, ArrayD<f32>)
             let (r0, r1) = (i * group_rows, ((i + 1) * group_rows).min(rows));
             let (c0, c1) = (j * BLOCK, ((j + 1) * BLOCK).min(cols));
             let block = x.slice(ndarray::s![r0..r1, c0..c1]);
-            let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(AMAX_FLOOR);
-            let s = amax / E4M3_MAX;
+            // The reference's scale (amax floored, times the f32 reciprocal of 448), which
+            // is bit-exact against the public kernel.
+            let s = scale_for(block.iter().fold(0.0f32, |m, v| m.max(v.abs())), E4M3, ScaleMode::F32);
             scales[[i, j]] = s;
             for r in r0..r1 {
                 for c in c0..c1 {
@@ -150,6 +147,20 @@ mod tests {
         for ((r, c), &v) in x.indexed_iter() {
             let back = E4M3.decode(codes[[r, c]] as u32) * scales[[r, c / BLOCK]];
             assert!((back - v).abs() <= v.abs() / 16.0 + scales[[r, c / BLOCK]] * 2f32.powi(-9), "{v} → {back}");
+        }
+    }
+
+    #[test]
+    fn oracle_quantizes_as_the_reference() {
+        // The reference's quantize is bit-exact against the public kernels (goldens); the
+        // oracle, with its own encoder, must give the same codes and scales, tiles and blocks.
+        use v3lab_reference::fp8::{quantize as reference, Granularity};
+        let x = Array2::from_shape_fn((130, 300), |(r, c)| ((r * 300 + c) as f32 * 0.37).sin() * (r % 7 + 1) as f32);
+        for (group_rows, granularity) in [(1, Granularity::Tile(BLOCK)), (BLOCK, Granularity::Block(BLOCK))] {
+            let (codes, scales) = quantize(&x, group_rows);
+            let want = reference(x.view(), E4M3, granularity, ScaleMode::F32);
+            assert_eq!(codes, want.bytes(), "codes, {group_rows}×128 groups");
+            assert_eq!(scales.into_dimensionality().unwrap(), want.scales, "scales, {group_rows}×128 groups");
         }
     }
 }

@@ -47,8 +47,8 @@ pub const F32_MODEL: f64 = 1e-5;
 // ----- FP8 (CUDA inherent methods against the host oracle) -------------------------------
 
 /// E4M3 bit patterns of a quantisation: round-to-nearest-even is exact arithmetic, so the
-/// device and the oracle must agree bit for bit (and the scales, computed by one division
-/// `amax / 448`, bit for bit too).
+/// device and the oracle must agree bit for bit (and the scales, one product
+/// `max(amax, 1e-4) × (1/448)` as the reference's `fp8::scale_for`, bit for bit too).
 pub const FP8_BITS: f64 = 0.0;
 /// Block-scaled FP8 GEMM against the f64 product of the decoded operands with the same
 /// scales: the products of E4M3 values are exact in f32; what differs is the f32

@@ -3,9 +3,12 @@
 //   scale per (row, 128 columns): scales [M, ceil(K/128)];
 // - fp8_quantize_block_f32: 128×128 blocks of w [N, K] (weights): scales
 //   [ceil(N/128), ceil(K/128)].
-// scale = amax / 448 (448 = E4M3's largest finite value), with amax clamped to 1e-4 as
+// scale = amax × (1/448) (448 = E4M3's largest finite value), with amax clamped to 1e-4 as
 // DeepGEMM does so that an all-zero tile does not divide by zero; q = e4m3(x / scale),
 // rounded to nearest even and saturated to ±448. The dequantised value is q · scale.
+// A product with the f32 reciprocal, not a division: the public Triton act_quant compiles
+// to that, and the two differ by an ulp in about half of the tiles (the reference's
+// fp8::scale_for, bit-exact against the goldens).
 
 #define FP8_TILE 128
 #define E4M3_MAX 448.0f
@@ -30,13 +33,14 @@ __device__ __forceinline__ unsigned char f32_to_e4m3(float x) {
 }
 
 extern "C" __global__ void fp8_quantize_tile_f32(unsigned char* q, float* scales, const float* __restrict__ x, i64 rows, i64 cols) {
-    // grid (ceil(K/128), M), 128 threads: one tile per block, one element per thread.
+    // grid (M, ceil(K/128)), 128 threads: one tile per block, one element per thread (rows
+    // on x, whose limit is 2^31 − 1, since a batch of tokens can exceed 65535).
     __shared__ float scratch[32];
-    const i64 row = blockIdx.y, kb = blockIdx.x, col = kb * FP8_TILE + threadIdx.x;
+    const i64 row = blockIdx.x, kb = blockIdx.y, col = kb * FP8_TILE + threadIdx.x;
     const i64 tiles = (cols + FP8_TILE - 1) / FP8_TILE;
     const float v = col < cols ? x[row * cols + col] : 0.0f;
     const float amax = fmaxf(block_max(fabsf(v), scratch), AMAX_FLOOR);
-    const float s = amax / E4M3_MAX;
+    const float s = amax * (1.0f / E4M3_MAX);
     if (col < cols) q[row * cols + col] = f32_to_e4m3(v / s);
     if (threadIdx.x == 0) scales[row * tiles + kb] = s;
 }
@@ -52,7 +56,7 @@ extern "C" __global__ void fp8_quantize_block_f32(unsigned char* q, float* scale
         if (r < rows && c < cols) amax = fmaxf(amax, fabsf(w[r * cols + c]));
     }
     amax = fmaxf(block_max(amax, scratch), AMAX_FLOOR);
-    const float s = amax / E4M3_MAX;
+    const float s = amax * (1.0f / E4M3_MAX);
     for (int i = threadIdx.x; i < FP8_TILE * FP8_TILE; i += blockDim.x) {
         const i64 r = r0 + i / FP8_TILE, c = c0 + i % FP8_TILE;
         if (r < rows && c < cols) q[r * cols + c] = f32_to_e4m3(w[r * cols + c] / s);

@@ -2,7 +2,7 @@
 //! (`kernels/attention.cu`: one block per query row, online softmax over key tiles).
 
 use crate::device::{err, CudaBackend, CudaTensor};
-use crate::kernels::Module;
+use crate::kernels::{Module, MAX_SHARED_BYTES, REDUCE_SCRATCH_BYTES};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use v3lab_reference::{Error, Result};
 
@@ -10,17 +10,14 @@ use v3lab_reference::{Error, Result};
 const ATT_THREADS: u32 = 128;
 const ATT_TILE: usize = 64;
 const MAX_VALUE_WIDTH: usize = 128 * 8;
-/// The kernel's static shared memory (`scratch[32]` of `attend_row`), which counts
-/// against the same 48 KiB as the dynamic part.
-const STATIC_SHARED: usize = 32 * 4;
 
 fn grid(seq: usize, heads: usize, batch: usize, shared_floats: usize, op: &'static str) -> Result<LaunchConfig> {
     if heads > 65535 || batch > 65535 {
         return Err(Error::shape(op, format!("{batch} batches × {heads} heads exceed the grid")));
     }
     let shared = shared_floats * 4;
-    if shared + STATIC_SHARED > 48 * 1024 {
-        return Err(Error::shape(op, format!("query width needs {shared} bytes of shared memory, {STATIC_SHARED} more with the kernel's own (> 48 KiB)")));
+    if shared + REDUCE_SCRATCH_BYTES > MAX_SHARED_BYTES {
+        return Err(Error::shape(op, format!("query width needs {shared} bytes of shared memory, {REDUCE_SCRATCH_BYTES} more with the kernel's own (> 48 KiB)")));
     }
     Ok(LaunchConfig {
         grid_dim: (seq as u32, heads as u32, batch as u32),

@@ -40,15 +40,16 @@ impl std::fmt::Debug for Fp8Tensor {
 }
 
 impl CudaBackend {
-    /// Quantises `x [rows, cols]` to E4M3 with scale = amax/448 per group (amax floored at
-    /// 1e-4 as DeepGEMM does), rounding to nearest even, saturating at ±448.
+    /// Quantises `x [rows, cols]` to E4M3 with scale = amax × (1/448) per group (amax floored
+    /// at 1e-4 as DeepGEMM does; the reference's `fp8::scale_for`), rounding to nearest even,
+    /// saturating at ±448.
     pub fn fp8_quantize(&self, x: &CudaTensor, blocks: Fp8Blocks) -> Result<Fp8Tensor> {
         let &[rows, cols] = x.shape.as_slice() else {
             return Err(Error::shape("fp8_quantize", format!("expected [rows, cols], got {:?}", x.shape)));
         };
         let col_groups = cols.div_ceil(FP8_BLOCK);
         let (scale_shape, grid, threads, kernel) = match blocks {
-            Fp8Blocks::Tile1x128 => ([rows, col_groups], (col_groups, rows), 128, "fp8_quantize_tile_f32"),
+            Fp8Blocks::Tile1x128 => ([rows, col_groups], (rows, col_groups), 128, "fp8_quantize_tile_f32"),
             Fp8Blocks::Block128x128 => {
                 let row_groups = rows.div_ceil(FP8_BLOCK);
                 ([row_groups, col_groups], (col_groups, row_groups), 256, "fp8_quantize_block_f32")
@@ -58,8 +59,8 @@ impl CudaBackend {
         let mut bits = unsafe { self.stream.alloc::<u8>((rows * cols).max(1)) }.map_err(err)?;
         let mut scales = self.alloc(scale_shape[0] * scale_shape[1])?;
         if rows > 0 && cols > 0 {
-            if grid.1 > 65535 {
-                return Err(Error::shape("fp8_quantize", format!("{rows} rows exceed the grid")));
+            if grid.0 > i32::MAX as usize || grid.1 > 65535 {
+                return Err(Error::shape("fp8_quantize", format!("{rows} × {cols} exceed the grid")));
             }
             let f = self.func(Module::Fp8Quantize, kernel)?;
             let (r64, c64) = (rows as i64, cols as i64);

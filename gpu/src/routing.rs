@@ -2,7 +2,7 @@
 //! (`kernels/route.cu`, `kernels/expert_dispatch.cu`).
 
 use crate::device::{err, CudaBackend, CudaIndices, CudaTensor};
-use crate::kernels::{elementwise_cfg, Module};
+use crate::kernels::{elementwise_cfg, Module, MAX_SHARED_BYTES, REDUCE_SCRATCH_BYTES};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 use v3lab_reference::backend::{Dispatch, Routing};
@@ -37,7 +37,7 @@ impl CudaBackend {
         let mut indices = unsafe { self.stream.alloc::<i64>((n * k).max(1)) }.map_err(err)?;
         if n > 0 && k > 0 {
             let shared = 4 * (2 * n_experts + spec.n_groups + k);
-            if shared > 48 * 1024 {
+            if shared + REDUCE_SCRATCH_BYTES > MAX_SHARED_BYTES {
                 return Err(Error::shape("route", format!("{n_experts} experts need {shared} bytes of shared memory")));
             }
             let f = self.func(Module::Route, "route_f32")?;
