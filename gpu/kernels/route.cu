@@ -21,6 +21,10 @@ __device__ __forceinline__ bool beats(float a, int ia, float b, int ib) {
     return ka > kb || (ka == kb && ia < ib);
 }
 
+// CUDA's expf is accurate to 2 ulp, glibc's (the CPU reference's) to about half an ulp;
+// routing compares scores exactly, so exp is taken in double and rounded once to f32.
+__device__ __forceinline__ float exp_rounded(float x) { return (float)exp((double)x); }
+
 extern "C" __global__ void route_f32(float* weights, i64* indices, float* scores_out, const float* logits, const float* bias, int has_bias,
                                      int n_experts, int sigmoid, int top_k, int n_groups, int topk_groups, int normalize,
                                      float route_scale) {
@@ -35,14 +39,14 @@ extern "C" __global__ void route_f32(float* weights, i64* indices, float* scores
     const float* lg = logits + n * E;
 
     if (sigmoid) {
-        for (int e = tid; e < E; e += blockDim.x) sc[e] = 1.0f / (1.0f + expf(-lg[e]));
+        for (int e = tid; e < E; e += blockDim.x) sc[e] = 1.0f / (1.0f + exp_rounded(-lg[e]));
     } else {
         float mx = -INFINITY;
         for (int e = tid; e < E; e += blockDim.x) mx = fmaxf(mx, lg[e]);
         mx = block_max(mx, scratch);
         float sum = 0.0f;
         for (int e = tid; e < E; e += blockDim.x) {
-            sc[e] = expf(lg[e] - mx);
+            sc[e] = exp_rounded(lg[e] - mx);
             sum += sc[e];
         }
         sum = block_sum(sum, scratch);
