@@ -29,7 +29,13 @@ pub fn rel_err(out: &ArrayD<f32>, reference: &ArrayD<f64>) -> f64 {
         diff += (o as f64 - r) * (o as f64 - r);
         norm += r * r;
     }
-    (diff / norm).sqrt()
+    // Equal (empty or all-zero tensors included) is no error; any difference from an
+    // all-zero reference is an infinite one.
+    if diff == 0.0 {
+        0.0
+    } else {
+        (diff / norm).sqrt()
+    }
 }
 
 /// Compares `out` with `reference` and panics with the evidence when the relative error

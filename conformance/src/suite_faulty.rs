@@ -26,6 +26,7 @@ pub enum Fault {
     LatentAttention,
     RouteIndices,
     ScatterAdd,
+    SumAxis,
     Dispatch,
 }
 
@@ -171,6 +172,9 @@ impl Backend for Faulty {
         let src = self.off(Fault::ScatterAdd, src.clone());
         CPU.scatter_add_rows(dst, rows, &src)
     }
+    fn sum_axis(&self, t: &ArrayD<f32>, axis: usize) -> Result<ArrayD<f32>> {
+        Ok(self.off(Fault::SumAxis, CPU.sum_axis(t, axis)?))
+    }
     fn expert_dispatch(&self, indices: &ArrayD<i64>, n_experts: usize) -> Result<Dispatch<Self>> {
         let d = CPU.expert_dispatch(indices, n_experts)?;
         let mut rows = d.token_rows;
@@ -179,7 +183,7 @@ impl Backend for Faulty {
             let tokens = indices.shape()[0].max(1) as i64;
             rows[0] = (rows[0] + 1) % tokens;
         }
-        Ok(Dispatch { token_rows: rows, slots: d.slots, offsets: d.offsets })
+        Ok(Dispatch { token_rows: rows, slots: d.slots, rows_by_token: d.rows_by_token, offsets: d.offsets })
     }
 
     // The suite checks forwards; the training operations pass through unchanged.
@@ -188,9 +192,6 @@ impl Backend for Faulty {
     }
     fn upload_f64(&self, host: ArrayViewD<'_, f64>) -> Result<ArrayD<f32>> {
         CPU.upload_f64(host)
-    }
-    fn sum_axis(&self, t: &ArrayD<f32>, axis: usize) -> Result<ArrayD<f32>> {
-        CPU.sum_axis(t, axis)
     }
     fn rms_norm_backward(
         &self,

@@ -88,6 +88,14 @@ pub fn check_elementwise<B: Backend>(b: &B) {
     }
     expect_close(b, "scale", &b.scale(&up(b, &a), -2.5).unwrap(), &CPU.scale(&a, -2.5).unwrap(), COPY_EXACT);
     assert!(b.add(&up(b, &a), &up(b, &rand_array(&mut rng, &[6]))).is_err(), "add must reject a bad broadcast");
+    // Sums over each axis (the MoE combines a token's K expert outputs with one), empty ones too.
+    for (shape, axis) in
+        [(vec![5, 7, 33], 0), (vec![5, 7, 33], 1), (vec![5, 7, 33], 2), (vec![4, 0, 3], 1), (vec![0, 3], 1)]
+    {
+        let x = rand_array(&mut rng, &shape);
+        let tag = format!("sum_axis {shape:?} over {axis}");
+        expect_close(b, &tag, &b.sum_axis(&up(b, &x), axis).unwrap(), &CPU.sum_axis(&x, axis).unwrap(), F32_REDUCTION);
+    }
 }
 
 /// linear (rank 2 and 3 inputs) and batched matmul with every transpose combination.
@@ -292,6 +300,7 @@ pub fn check_dispatch<B: Backend>(b: &B) {
         assert_eq!(got.offsets, want.offsets, "{} {tag}: offsets", b.name());
         expect_indices(b, &format!("{tag} token rows"), &got.token_rows, &want.token_rows);
         expect_indices(b, &format!("{tag} slots"), &got.slots, &want.slots);
+        expect_indices(b, &format!("{tag} rows by token"), &got.rows_by_token, &want.rows_by_token);
     }
     let bad = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![0i64, 9]).unwrap();
     assert!(b.expert_dispatch(&up_idx(b, &bad), 9).is_err(), "{}: expert 9 of 9 must fail", b.name());

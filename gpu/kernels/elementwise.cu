@@ -1,5 +1,6 @@
 // add_f32, mul_f32: out = a ∘ b with b broadcast to a's shape (numpy rules; the host
 // passes b's strides over a's shape, 0 on broadcast axes). scale_f32: out = a · s.
+// sum_axis_f32: x viewed as [outer, len, inner] summed over the middle axis.
 // swiglu_forward_f32 lives in its own file.
 
 struct BroadcastMeta {
@@ -30,4 +31,15 @@ extern "C" __global__ void mul_f32(float* __restrict__ out, const float* __restr
 
 extern "C" __global__ void scale_f32(float* __restrict__ out, const float* __restrict__ a, float s, i64 n) {
     FOR_EACH(i, n) out[i] = a[i] * s;
+}
+
+// One thread per output, adding the len terms in index order from the first: the order of
+// the CPU reference on a non-innermost axis, and the same on every run.
+extern "C" __global__ void sum_axis_f32(float* __restrict__ out, const float* __restrict__ x, i64 outer, i64 len, i64 inner) {
+    FOR_EACH(i, outer * inner) {
+        const float* p = x + (i / inner) * len * inner + i % inner;
+        float s = p[0];
+        for (i64 j = 1; j < len; ++j) s += p[j * inner];
+        out[i] = s;
+    }
 }

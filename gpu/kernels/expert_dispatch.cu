@@ -2,7 +2,9 @@
 // expert_count_i64 builds the per-expert histogram; the host turns it into offsets (it
 // needs them anyway: the loop over experts runs there); expert_place_i64 then writes,
 // for each expert (one block each), the (token row, slot) of its pairs in flat order:
-// the block walks indices[0..N·K) in chunks and ranks its matches with a ballot scan.
+// the block walks indices[0..N·K) in chunks and ranks its matches with a ballot scan. It
+// also writes rows_by_token: a pair's gathered row at n·K + (its token's pairs with a
+// smaller expert, or the same expert and a smaller k), i.e. each token's rows in gathered order.
 
 extern "C" __global__ void expert_count_i64(int* counts, const i64* __restrict__ indices, i64 nk, i64 n_experts, unsigned* err) {
     FOR_EACH(i, nk) {
@@ -12,7 +14,7 @@ extern "C" __global__ void expert_count_i64(int* counts, const i64* __restrict__
     }
 }
 
-extern "C" __global__ void expert_place_i64(i64* token_rows, i64* slots, const i64* __restrict__ indices,
+extern "C" __global__ void expert_place_i64(i64* token_rows, i64* slots, i64* rows_by_token, const i64* __restrict__ indices,
                                             const i64* __restrict__ offsets, i64 nk, i64 top_k) {
     __shared__ int warp_total[32];
     __shared__ i64 running;
@@ -30,8 +32,15 @@ extern "C" __global__ void expert_place_i64(i64* token_rows, i64* slots, const i
         for (int w = 0; w < warp; ++w) before += warp_total[w];
         before += __popc(ballot & ((1u << lane) - 1u));
         if (match) {
-            token_rows[before] = i / top_k;
+            const i64 token = i / top_k, first = token * top_k;
+            i64 rank = 0;
+            for (i64 j = first; j < first + top_k; ++j) {
+                const i64 other = indices[j];
+                rank += other < e || (other == e && j < i);
+            }
+            token_rows[before] = token;
             slots[before] = i;
+            rows_by_token[first + rank] = before;
         }
         __syncthreads();
         if (tid == 0)

@@ -130,6 +130,9 @@ impl Backend for CudaBackend {
     fn expert_dispatch(&self, indices: &CudaIndices, n_experts: usize) -> Result<Dispatch<Self>> {
         self.expert_dispatch_i64(indices, n_experts)
     }
+    fn sum_axis(&self, t: &CudaTensor, axis: usize) -> Result<CudaTensor> {
+        self.sum_axis_f32(t, axis)
+    }
 
     // ----- f64 transfers: the device holds f32, converted on the host ------------------
     fn download_f64(&self, t: &CudaTensor) -> Result<ArrayD<f64>> {
@@ -140,9 +143,6 @@ impl Backend for CudaBackend {
     }
 
     // ----- training: not on the GPU yet ---------------------------------------------
-    fn sum_axis(&self, _: &CudaTensor, _: usize) -> Result<CudaTensor> {
-        not_yet("sum_axis")
-    }
     fn rms_norm_backward(
         &self,
         _: &CudaTensor,

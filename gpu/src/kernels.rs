@@ -209,7 +209,7 @@ mod tests {
     fn every_module_defines_its_kernels() {
         let expect: [(Module, &[&str]); 12] = [
             (Module::StridedCopy, &["strided_copy_f32"]),
-            (Module::Elementwise, &["add_f32", "mul_f32", "scale_f32"]),
+            (Module::Elementwise, &["add_f32", "mul_f32", "scale_f32", "sum_axis_f32"]),
             (Module::Swiglu, &["swiglu_forward_f32"]),
             (Module::RmsNorm, &["rms_norm_forward_f32"]),
             (Module::Rope, &["rope_forward_f32"]),

@@ -263,6 +263,30 @@ impl CudaBackend {
         Ok(self.tensor(out, a.shape.clone()))
     }
 
+    /// The sum over `axis`, kept as an axis of length 1 (the trait's shape).
+    pub(crate) fn sum_axis_f32(&self, t: &CudaTensor, axis: usize) -> Result<CudaTensor> {
+        if axis >= t.shape.len() {
+            return Err(Error::shape("sum_axis", format!("axis {axis} of {:?}", t.shape)));
+        }
+        let (outer, len, inner): (usize, usize, usize) =
+            (t.shape[..axis].iter().product(), t.shape[axis], t.shape[axis + 1..].iter().product());
+        let mut shape = t.shape.clone();
+        shape[axis] = 1;
+        if len == 0 {
+            return self.zeros_f32(&shape);
+        }
+        let mut out = self.alloc(outer * inner)?;
+        if outer * inner > 0 {
+            let f = self.func(Module::Elementwise, "sum_axis_f32")?;
+            let dims = [outer as i64, len as i64, inner as i64];
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut out).arg(&*t.data).arg(&dims[0]).arg(&dims[1]).arg(&dims[2]);
+            // SAFETY: outer × len × inner elements in x, outer × inner in out.
+            unsafe { launch.launch(elementwise_cfg(outer * inner)) }.map_err(err)?;
+        }
+        Ok(self.tensor(out, shape))
+    }
+
     pub(crate) fn scale_f32(&self, a: &CudaTensor, s: f32) -> Result<CudaTensor> {
         let n = a.len();
         let mut out = self.alloc(n)?;

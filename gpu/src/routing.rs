@@ -99,13 +99,21 @@ impl CudaBackend {
         // SAFETY: expert_place writes every one of the nk positions (the counts sum to nk).
         let mut token_rows = unsafe { self.stream.alloc::<i64>(nk.max(1)) }.map_err(err)?;
         let mut slots = unsafe { self.stream.alloc::<i64>(nk.max(1)) }.map_err(err)?;
+        let mut rows_by_token = unsafe { self.stream.alloc::<i64>(nk.max(1)) }.map_err(err)?;
         if nk > 0 && n_experts > 0 {
             let host_offsets: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
             let dev_offsets = self.stream.clone_htod(&host_offsets).map_err(err)?;
             let f = self.func(Module::ExpertDispatch, "expert_place_i64")?;
             let (nk64, k64) = (nk as i64, top_k as i64);
             let mut launch = self.stream.launch_builder(&f);
-            launch.arg(&mut token_rows).arg(&mut slots).arg(&*indices.data).arg(&dev_offsets).arg(&nk64).arg(&k64);
+            launch
+                .arg(&mut token_rows)
+                .arg(&mut slots)
+                .arg(&mut rows_by_token)
+                .arg(&*indices.data)
+                .arg(&dev_offsets)
+                .arg(&nk64)
+                .arg(&k64);
             let cfg = LaunchConfig {
                 grid_dim: (n_experts as u32, 1, 1),
                 block_dim: (PLACE_THREADS, 1, 1),
@@ -115,6 +123,6 @@ impl CudaBackend {
             unsafe { launch.launch(cfg) }.map_err(err)?;
         }
         let idx = |data| CudaIndices { data: Arc::new(data), shape: vec![nk] };
-        Ok(Dispatch { token_rows: idx(token_rows), slots: idx(slots), offsets })
+        Ok(Dispatch { token_rows: idx(token_rows), slots: idx(slots), rows_by_token: idx(rows_by_token), offsets })
     }
 }

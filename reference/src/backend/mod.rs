@@ -63,6 +63,11 @@ pub struct Dispatch<B: Backend> {
     pub token_rows: B::Indices,
     /// `[N·K]` flat index `n·K + k` into the routing weights of each gathered row.
     pub slots: B::Indices,
+    /// `[N·K]`: at `n·K .. n·K + K`, the gathered rows of token `n` in gathered (expert)
+    /// order. Gathering the expert outputs by it and summing over the K adds each token's
+    /// outputs in one fixed order on every backend and every run, which a scatter-add by
+    /// `token_rows` leaves to the device's atomics.
+    pub rows_by_token: B::Indices,
     /// `E + 1` prefix sums of the per-expert counts (host side: the loop over experts needs them).
     pub offsets: Vec<usize>,
 }
@@ -322,14 +327,22 @@ pub trait Backend: Send + Sync + Sized + 'static {
         }
         let mut offsets = vec![0];
         let (mut token_rows, mut slots) = (Vec::new(), Vec::new());
+        let mut per_token: Vec<Vec<i64>> = vec![Vec::new(); host.len() / top_k.max(1)];
         for pairs in &per_expert {
             for &(token, slot) in pairs {
+                per_token[token as usize].push(token_rows.len() as i64);
                 token_rows.push(token);
                 slots.push(slot);
             }
             offsets.push(token_rows.len());
         }
+        let rows_by_token = per_token.concat();
         let to_indices = |v: Vec<i64>| self.upload_indices(ndarray::Array1::from(v).into_dyn().view());
-        Ok(Dispatch { token_rows: to_indices(token_rows)?, slots: to_indices(slots)?, offsets })
+        Ok(Dispatch {
+            token_rows: to_indices(token_rows)?,
+            slots: to_indices(slots)?,
+            rows_by_token: to_indices(rows_by_token)?,
+            offsets,
+        })
     }
 }

@@ -69,6 +69,16 @@ pub struct MoeSaved<B: Backend> {
 }
 
 /// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`.
+/// `Σ_k rows[pair (n, k)]` for each token `n`: `rows [N·K, D]` in gathered (expert) order,
+/// brought back to each token by `dispatch.rows_by_token` and summed over the K in that
+/// order, the same on every backend and run (a scatter-add by token row would leave the
+/// order of the K additions to the device's atomics). `[N, D]`.
+fn sum_per_token<B: Backend>(b: &B, rows: &B::Tensor, dispatch: &Dispatch<B>, n: usize, k: usize) -> Result<B::Tensor> {
+    let d = b.shape(rows)[1];
+    let per_pair = b.reshape(&b.gather_rows(rows, &dispatch.rows_by_token)?, &[n, k, d])?;
+    b.reshape(&b.sum_axis(&per_pair, 1)?, &[n, d])
+}
+
 pub fn moe_forward_train<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -98,11 +108,11 @@ pub fn moe_forward_train<B: Backend>(
             None
         });
     }
-    let mut y = b.zeros(&[n, d])?;
     let expert_out = if outputs.is_empty() { None } else { Some(b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?) };
-    if let Some(out) = &expert_out {
-        y = b.scatter_add_rows(&y, &dispatch.token_rows, &b.mul(out, &row_weights)?)?;
-    }
+    let mut y = match &expert_out {
+        Some(out) => sum_per_token(b, &b.mul(out, &row_weights)?, &dispatch, n, cfg.n_activated_experts)?,
+        None => b.zeros(&[n, d])?,
+    };
     let shared = match &p.shared {
         Some(sp) => {
             let (ys, saved) = mlp_forward_train(b, sp, &x)?;
@@ -150,7 +160,7 @@ pub fn moe_backward<B: Backend>(
             }
         }
         let drows = b.concat(&drows.iter().collect::<Vec<_>>(), 0)?;
-        dx = b.scatter_add_rows(&dx, &s.dispatch.token_rows, &drows)?;
+        dx = sum_per_token(b, &drows, &s.dispatch, n, k)?;
     } else {
         for expert in &p.experts {
             experts.push(zeros_like_mlp(b, expert)?);
