@@ -4,7 +4,9 @@
 use ndarray::{Array2, Ix1, Ix2};
 use std::path::PathBuf;
 use v3lab_reference::fp8::accumulate::Accumulator;
-use v3lab_reference::fp8::{act_quant, gemm, weight_dequant, Granularity, Overflow, Quantized, ScaleMode, E4M3, E5M2};
+use v3lab_reference::fp8::{
+    act_quant, gemm, weight_dequant, Granularity, Overflow, Quantized, ScaleMode, E4M3, E5M2, PRESETS,
+};
 use v3lab_reference::io::MappedFile;
 
 /// Bit patterns and f32 values that must match exactly (DESIGN.md `FP8_BITS`).
@@ -158,15 +160,12 @@ fn fp8_gemm_within_tolerance_of_the_h100() {
     assert!(err <= GEMM_VS_TRITON, "fp8_gemm relative error {err:e} > {GEMM_VS_TRITON:e}");
     // The other hypotheses, as evidence for fitting the accumulator (no pass/fail: the
     // Triton kernel may promote more often than the cuBLAS fast path does).
-    let mut hypotheses: Vec<(String, Accumulator)> = ["fp32", "fast-accum", "promote-128", "fast-accum-aligned"]
-        .iter()
-        .map(|n| (n.to_string(), Accumulator::preset(n).unwrap()))
-        .collect();
-    // Triton may add each wgmma's (K = 32) result into f32: the 14-bit model per 32, promoted.
-    hypotheses.push((
-        "fast-accum promoted every 32".into(),
-        Accumulator { promote_every: Some(32), ..Accumulator::FAST_ACCUM },
-    ));
+    let mut hypotheses: Vec<(String, Accumulator)> =
+        PRESETS.iter().filter(|&&n| n != "exact").map(|n| (n.to_string(), Accumulator::preset(n).unwrap())).collect();
+    // Triton may add each wgmma's (K = 32) result into f32: the 14-bit models per 32, promoted.
+    for (name, acc) in [("fast-accum", Accumulator::FAST_ACCUM), ("km-h100", Accumulator::KM_H100)] {
+        hypotheses.push((format!("{name} promoted every 32"), Accumulator { promote_every: Some(32), ..acc }));
+    }
     hypotheses.push(("exact per 32, promoted".into(), Accumulator { promote_every: Some(32), ..Accumulator::EXACT }));
     for (name, acc) in hypotheses {
         let (err, same, n) = golden_gemm(&acc);
