@@ -82,3 +82,27 @@ fn decoding_past_the_cache_is_an_error() {
     assert!(err.to_string().contains("past the cache"), "{err}");
     assert!(Decoder::new(&b, &model, AttentionImpl::Naive, 1, 5).is_err(), "a cache longer than max_seq_len");
 }
+
+/// Decoding with a cache of the other kind is an error that names both, not a panic.
+#[test]
+fn attention_with_the_other_kind_of_cache_is_an_error() {
+    use v3lab_reference::mla::{LayerCache, Mla};
+    let cfg = ModelConfig::from_json(&serde_json::json!({
+        "vocab_size": 37, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 1, "n_dense_layers": 1,
+        "n_heads": 2, "n_routed_experts": 4, "n_activated_experts": 2, "kv_lora_rank": 4,
+        "qk_nope_head_dim": 4, "qk_rope_head_dim": 2, "v_head_dim": 4, "max_seq_len": 8,
+    }))
+    .unwrap();
+    let b = CpuBackend;
+    let model = Transformer::new(&b, cfg.clone(), &init_params(&cfg, 0.3, 1).unwrap()).unwrap();
+    let mla = Mla { b: &b, cfg: &cfg, p: &model.params.layers[0].attn, rope: model.rope() };
+    let x = b.zeros(&[1, 2, cfg.dim]).unwrap();
+    for (cache_kind, imp, want) in [
+        (AttentionImpl::Naive, AttentionImpl::Absorbed, "Absorbed attention with a naive cache"),
+        (AttentionImpl::Absorbed, AttentionImpl::Naive, "Naive attention with a latent cache"),
+    ] {
+        let mut cache = LayerCache::new(&b, &cfg, cache_kind, 1, 8).unwrap();
+        let err = mla.forward(&x, 0, Some(&mut cache), imp).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}

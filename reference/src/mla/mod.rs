@@ -87,10 +87,29 @@ impl<T> LayerCache<T> {
     }
 }
 
-/// Appends `new` at `start` along axis 1 and returns the cached positions `0..start+len`.
-fn append<B: Backend>(b: &B, cache: &mut B::Tensor, new: &B::Tensor, start: usize) -> Result<B::Tensor> {
-    b.write_at(cache, new, 1, start)?;
-    b.narrow(cache, 1, 0, start + b.shape(new)[1])
+impl<T> LayerCache<T> {
+    /// Writes this step's pair (keys and values, or latent and `k^R`) at `start` along
+    /// axis 1 of a cache of `imp`'s kind, and returns the pair for positions `0..start+len`.
+    fn append<B: Backend<Tensor = T>>(
+        &mut self,
+        b: &B,
+        imp: AttentionImpl,
+        (first, second): (&T, &T),
+        start: usize,
+    ) -> Result<(T, T)> {
+        let (c1, c2) = match (self, imp) {
+            (LayerCache::Naive { k, v }, AttentionImpl::Naive) => (k, v),
+            (LayerCache::Latent { kv_latent, k_pe }, AttentionImpl::Absorbed) => (kv_latent, k_pe),
+            (cache, imp) => {
+                let kind = if matches!(cache, LayerCache::Naive { .. }) { "naive" } else { "latent" };
+                return Err(crate::Error::Input(format!("{imp:?} attention with a {kind} cache")));
+            }
+        };
+        let len = start + b.shape(first)[1];
+        b.write_at(c1, first, 1, start)?;
+        b.write_at(c2, second, 1, start)?;
+        Ok((b.narrow(c1, 1, 0, len)?, b.narrow(c2, 1, 0, len)?))
+    }
 }
 
 /// Per-head slices of `kv_b_proj` `[H·(d_nope + d_v), C]`: `W_UK [H, d_nope, C]` and `W_UV [H, d_v, C]`.
@@ -186,12 +205,7 @@ impl<B: Backend> Mla<'_, B> {
             AttentionImpl::Naive => {
                 let (q, k, v) = self.naive_qkv(&proj)?;
                 let (k, v) = match cache {
-                    Some(LayerCache::Naive { k: kc, v: vc }) => {
-                        (append(b, kc, &k, start_pos)?, append(b, vc, &v, start_pos)?)
-                    }
-                    Some(LayerCache::Latent { .. }) => {
-                        return Err(crate::Error::Input("naive attention with a latent cache".into()))
-                    }
+                    Some(c) => c.append(b, imp, (&k, &v), start_pos)?,
                     None => (k, v),
                 };
                 b.attention_forward(&q, &k, &v, scale, start_pos)?.0
@@ -202,12 +216,7 @@ impl<B: Backend> Mla<'_, B> {
                 let q_latent = per_head(b, &q_nope, &w_uk, false)?;
                 let k_pe = b.reshape(&k_pe, &[bsz, seq, dr])?;
                 let (kv_latent, k_pe) = match cache {
-                    Some(LayerCache::Latent { kv_latent: kc, k_pe: pc }) => {
-                        (append(b, kc, &kv_latent, start_pos)?, append(b, pc, &k_pe, start_pos)?)
-                    }
-                    Some(LayerCache::Naive { .. }) => {
-                        return Err(crate::Error::Input("absorbed attention with a naive cache".into()))
-                    }
+                    Some(c) => c.append(b, imp, (&kv_latent, &k_pe), start_pos)?,
                     None => (kv_latent, k_pe),
                 };
                 let out_latent = b.latent_attention_forward(&q_latent, &q_pe, &kv_latent, &k_pe, scale, start_pos)?;
