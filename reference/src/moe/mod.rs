@@ -111,5 +111,34 @@ mod tests {
                 }
             }
         }
+
+        #[test]
+        fn dispatch_invariants(tokens in 0usize..20, k in 1usize..4, extra in 0usize..6, seed in 0u64..1000) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let n_experts = k + extra;
+            let mut flat = Vec::new();
+            let mut experts: Vec<i64> = (0..n_experts as i64).collect();
+            for _ in 0..tokens {
+                experts.shuffle(&mut rng);
+                flat.extend_from_slice(&experts[..k]);
+            }
+            let indices = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[tokens, k]), flat.clone()).unwrap();
+            let d = CpuBackend.expert_dispatch(&indices, n_experts).unwrap();
+            // Gathered rows are the pairs sorted by expert, then by flat index (stable).
+            let mut order: Vec<usize> = (0..flat.len()).collect();
+            order.sort_by_key(|&i| (flat[i], i));
+            prop_assert_eq!(d.slots.iter().map(|&s| s as usize).collect::<Vec<_>>(), order.clone());
+            prop_assert_eq!(d.token_rows.iter().map(|&t| t as usize).collect::<Vec<_>>(), order.iter().map(|i| i / k).collect::<Vec<_>>());
+            for e in 0..n_experts {
+                prop_assert_eq!(d.offsets[e + 1] - d.offsets[e], flat.iter().filter(|&&x| x == e as i64).count());
+            }
+            // Each token's K gathered rows, ascending: the order its outputs are summed in.
+            for n in 0..tokens {
+                let mut mine: Vec<i64> = (0..order.len()).filter(|&r| order[r] / k == n).map(|r| r as i64).collect();
+                mine.sort();
+                prop_assert_eq!(d.rows_by_token.slice(ndarray::s![n * k..(n + 1) * k]).to_vec(), mine);
+            }
+        }
     }
 }
