@@ -43,7 +43,7 @@ pub enum Fp8Command {
 pub struct ProbeArgs {
     #[arg(long)]
     pub out: PathBuf,
-    /// The longest probe (K = 64 … 16384).
+    /// The longest probe (K = 32 … 16384).
     #[arg(long, default_value_t = 16384)]
     pub max_k: usize,
     #[arg(long, default_value_t = 0)]
