@@ -149,14 +149,14 @@ impl Kernels {
     }
 }
 
-/// A 1-D grid-stride launch over `n` elements: 256 threads, enough blocks to fill the
-/// device several times over (the kernels loop).
 /// Shared memory a block may use without opting in, static and dynamic together.
 pub(crate) const MAX_SHARED_BYTES: usize = 48 * 1024;
 /// The static `scratch[32]` of the kernels that call `block_reduce` (`common.cuh`), which
 /// counts against [`MAX_SHARED_BYTES`] beside their dynamic shared memory.
 pub(crate) const REDUCE_SCRATCH_BYTES: usize = 32 * 4;
 
+/// A 1-D grid-stride launch over `n` elements: 256 threads, enough blocks to fill the
+/// device several times over (the kernels loop).
 pub(crate) fn elementwise_cfg(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 65535) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }

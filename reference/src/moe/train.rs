@@ -68,7 +68,6 @@ pub struct MoeSaved<B: Backend> {
     pub shared: Option<MlpSaved<B::Tensor>>,
 }
 
-/// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`.
 /// `Σ_k rows[pair (n, k)]` for each token `n`: `rows [N·K, D]` in gathered (expert) order,
 /// brought back to each token by `dispatch.rows_by_token` and summed over the K in that
 /// order, the same on every backend and run (a scatter-add by token row would leave the
@@ -79,6 +78,7 @@ fn sum_per_token<B: Backend>(b: &B, rows: &B::Tensor, dispatch: &Dispatch<B>, n:
     b.reshape(&b.sum_axis(&per_pair, 1)?, &[n, d])
 }
 
+/// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`.
 pub fn moe_forward_train<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -138,7 +138,7 @@ pub fn moe_backward<B: Backend>(
 ) -> Result<(B::Tensor, MoeParams<B::Tensor>)> {
     let (n, d, k) = (b.shape(&s.x)[0], cfg.dim, cfg.n_activated_experts);
     let dy = b.reshape(dy, &[n, d])?;
-    let mut dx = b.zeros(&[n, d])?;
+    let mut dx;
     let mut dweights = b.zeros(&[n * k, 1])?;
     let mut experts = Vec::with_capacity(p.experts.len());
     if let Some(out) = &s.expert_out {
@@ -162,6 +162,7 @@ pub fn moe_backward<B: Backend>(
         let drows = b.concat(&drows.iter().collect::<Vec<_>>(), 0)?;
         dx = sum_per_token(b, &drows, &s.dispatch, n, k)?;
     } else {
+        dx = b.zeros(&[n, d])?;
         for expert in &p.experts {
             experts.push(zeros_like_mlp(b, expert)?);
         }
