@@ -18,6 +18,11 @@
 #define ATT_TILE 64
 #define ATT_MAX_COLS_PER_THREAD 8  // value width ≤ 128·8 = 1024 (checked on the host)
 
+// The dynamic shared memory of every kernel here (sized by the host per launch), declared
+// once: a second `extern __shared__` of the same name in another function draws a linkage
+// warning from NVRTC.
+extern __shared__ float shm[];
+
 struct AttnRow {
     const float* q1; const float* q2;  // query parts, widths d1 and d2 (d2 may be 0)
     const float* k1; const float* k2;  // key part bases at t = 0
@@ -28,7 +33,6 @@ struct AttnRow {
 };
 
 __device__ void attend_row(const AttnRow& r, float* out, float* lse) {
-    extern __shared__ float shm[];
     float* q = shm;                  // d1 + d2
     float* p = shm + r.d1 + r.d2;    // ATT_TILE scores, then probabilities
     __shared__ float scratch[32];
@@ -124,4 +128,136 @@ extern "C" __global__ void latent_attention_forward_f32(float* out, const float*
     r.visible = q_offset + s + 1;
     r.scale = scale;
     attend_row(r, out + row * c, nullptr);
+}
+
+// ---- backward (FlashAttention-2's recomputation, Dao 2023, Alg. 2, untiled across rows) ----
+// With P = exp(scale·q kᵀ − lse) recomputed from the forward's lse and D_s = ⟨dout_s, out_s⟩:
+//   dV = Pᵀ dout,  dS = P ⊙ (dout vᵀ − D) · scale,  dQ = dS k,  dK = dSᵀ q.
+// Two kernels, each output row owned by one block (no atomics: the same bits on every run):
+// - attention_backward_dq_f32: one block per query row (b, h, s), over its visible keys in
+//   tiles as the forward; writes dq and D [B, H, S];
+// - attention_backward_dkv_f32: one block per key row (b, h, t), over the queries that see
+//   it (q_offset + s ≥ t) in tiles; reads D; writes dk and dv.
+// P is recomputed in both. Each warp forms whole dot products (q·k and dout·v) for a tile;
+// thread j then owns output columns j, j + blockDim, ... (widths ≤ 1024, checked on the host).
+
+// grid (S, H, B), ATT_THREADS threads, shared (Dk + Dv + ATT_TILE) floats.
+extern "C" __global__ void attention_backward_dq_f32(float* dq, float* dvec, const float* q, const float* k, const float* v,
+                                                     const float* out, const float* lse, const float* dout, i64 seq, i64 heads,
+                                                     i64 keys, i64 dk, i64 dv, float scale, i64 q_offset) {
+    float* qs = shm;         // dk
+    float* dos = qs + dk;    // dv
+    float* ds = dos + dv;    // ATT_TILE
+    __shared__ float scratch[32];
+    const i64 s = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+    const i64 row = (b * seq + s) * heads + h;
+    const i64 lrow = (b * heads + h) * seq + s;
+    float partial = 0.0f;
+    for (i64 j = tid; j < dk; j += blockDim.x) qs[j] = q[row * dk + j];
+    for (i64 j = tid; j < dv; j += blockDim.x) {
+        dos[j] = dout[row * dv + j];
+        partial += dout[row * dv + j] * out[row * dv + j];
+    }
+    const float d_row = block_sum(partial, scratch);  // its barriers publish qs and dos
+    const float l_row = lse[lrow];
+    if (tid == 0) dvec[lrow] = d_row;
+    const float* kb = k + (b * keys * heads + h) * dk;
+    const float* vb = v + (b * keys * heads + h) * dv;
+    const i64 k_stride = heads * dk, v_stride = heads * dv;
+
+    float acc[ATT_MAX_COLS_PER_THREAD];
+#pragma unroll
+    for (int c = 0; c < ATT_MAX_COLS_PER_THREAD; ++c) acc[c] = 0.0f;
+    const i64 visible = q_offset + s + 1;
+    for (i64 t0 = 0; t0 < visible; t0 += ATT_TILE) {
+        const int len = (int)min((i64)ATT_TILE, visible - t0);
+        for (int j = warp; j < len; j += warps) {
+            const float* kt = kb + (t0 + j) * k_stride;
+            const float* vt = vb + (t0 + j) * v_stride;
+            float qk = 0.0f, dp = 0.0f;
+            for (i64 c = lane; c < dk; c += 32) qk += qs[c] * kt[c];
+            for (i64 c = lane; c < dv; c += 32) dp += dos[c] * vt[c];
+            qk = warp_sum(qk);
+            dp = warp_sum(dp);
+            if (lane == 0) ds[j] = expf(qk * scale - l_row) * (dp - d_row) * scale;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int c = 0; c < ATT_MAX_COLS_PER_THREAD; ++c) {
+            const i64 col = tid + (i64)c * blockDim.x;
+            if (col < dk) {
+                float a = acc[c];
+                for (int j = 0; j < len; ++j) a += ds[j] * kb[(t0 + j) * k_stride + col];
+                acc[c] = a;
+            }
+        }
+        __syncthreads();  // ds is rewritten by the next tile
+    }
+#pragma unroll
+    for (int c = 0; c < ATT_MAX_COLS_PER_THREAD; ++c) {
+        const i64 col = tid + (i64)c * blockDim.x;
+        if (col < dk) dq[row * dk + col] = acc[c];
+    }
+}
+
+// grid (T, H, B), ATT_THREADS threads, shared (Dk + Dv + 2·ATT_TILE) floats.
+extern "C" __global__ void attention_backward_dkv_f32(float* dk_out, float* dv_out, const float* q, const float* k,
+                                                      const float* v, const float* lse, const float* dvec, const float* dout,
+                                                      i64 seq, i64 heads, i64 keys, i64 dk, i64 dv, float scale, i64 q_offset) {
+    float* ks = shm;         // dk
+    float* vs = ks + dk;     // dv
+    float* p = vs + dv;      // ATT_TILE
+    float* ds = p + ATT_TILE;  // ATT_TILE
+    const i64 t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+    const i64 krow = (b * keys + t) * heads + h;
+    for (i64 j = tid; j < dk; j += blockDim.x) ks[j] = k[krow * dk + j];
+    for (i64 j = tid; j < dv; j += blockDim.x) vs[j] = v[krow * dv + j];
+    __syncthreads();
+
+    float acc_k[ATT_MAX_COLS_PER_THREAD], acc_v[ATT_MAX_COLS_PER_THREAD];
+#pragma unroll
+    for (int c = 0; c < ATT_MAX_COLS_PER_THREAD; ++c) acc_k[c] = acc_v[c] = 0.0f;
+    // Query s sees keys 0..=q_offset+s: key t is seen by s ≥ t − q_offset.
+    const i64 first = t > q_offset ? t - q_offset : 0;
+    for (i64 s0 = first; s0 < seq; s0 += ATT_TILE) {
+        const int len = (int)min((i64)ATT_TILE, seq - s0);
+        for (int j = warp; j < len; j += warps) {
+            const i64 row = (b * seq + s0 + j) * heads + h;
+            const i64 lrow = (b * heads + h) * seq + s0 + j;
+            float qk = 0.0f, dp = 0.0f;
+            for (i64 c = lane; c < dk; c += 32) qk += q[row * dk + c] * ks[c];
+            for (i64 c = lane; c < dv; c += 32) dp += dout[row * dv + c] * vs[c];
+            qk = warp_sum(qk);
+            dp = warp_sum(dp);
+            if (lane == 0) {
+                const float pj = expf(qk * scale - lse[lrow]);
+                p[j] = pj;
+                ds[j] = pj * (dp - dvec[lrow]) * scale;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int c = 0; c < ATT_MAX_COLS_PER_THREAD; ++c) {
+            const i64 col = tid + (i64)c * blockDim.x;
+            if (col < dv) {
+                float a = acc_v[c];
+                for (int j = 0; j < len; ++j) a += p[j] * dout[((b * seq + s0 + j) * heads + h) * dv + col];
+                acc_v[c] = a;
+            }
+            if (col < dk) {
+                float a = acc_k[c];
+                for (int j = 0; j < len; ++j) a += ds[j] * q[((b * seq + s0 + j) * heads + h) * dk + col];
+                acc_k[c] = a;
+            }
+        }
+        __syncthreads();  // p and ds are rewritten by the next tile
+    }
+#pragma unroll
+    for (int c = 0; c < ATT_MAX_COLS_PER_THREAD; ++c) {
+        const i64 col = tid + (i64)c * blockDim.x;
+        if (col < dk) dk_out[krow * dk + col] = acc_k[c];
+        if (col < dv) dv_out[krow * dv + col] = acc_v[c];
+    }
 }

@@ -24,6 +24,7 @@ typedef unsigned long long u64;
 #define ERR_GATHER_ROW 2u
 #define ERR_SCATTER_ROW 4u
 #define ERR_EXPERT_INDEX 8u
+#define ERR_CE_TARGET 16u
 
 // A grid-stride loop over n elements (1-D grids of any size).
 #define FOR_EACH(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

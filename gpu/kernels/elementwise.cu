@@ -1,7 +1,7 @@
 // add_f32, mul_f32: out = a ∘ b with b broadcast to a's shape (numpy rules; the host
 // passes b's strides over a's shape, 0 on broadcast axes). scale_f32: out = a · s.
-// sum_axis_f32: x viewed as [outer, len, inner] summed over the middle axis.
-// swiglu_forward_f32 lives in its own file.
+// sum_axis_f32: x viewed as [outer, len, inner] summed over the middle axis, in chunks of
+// `chunk` terms: out [outer, ceil(len / chunk), inner] (the host sums the chunks again).
 
 struct BroadcastMeta {
     int rank;
@@ -33,13 +33,18 @@ extern "C" __global__ void scale_f32(float* __restrict__ out, const float* __res
     FOR_EACH(i, n) out[i] = a[i] * s;
 }
 
-// One thread per output, adding the len terms in index order from the first: the order of
-// the CPU reference on a non-innermost axis, and the same on every run.
-extern "C" __global__ void sum_axis_f32(float* __restrict__ out, const float* __restrict__ x, i64 outer, i64 len, i64 inner) {
-    FOR_EACH(i, outer * inner) {
-        const float* p = x + (i / inner) * len * inner + i % inner;
+// One thread per output, adding a chunk's terms in index order from the first: with one
+// chunk (len ≤ chunk, as the MoE's sum over K) the order of the CPU reference on a
+// non-innermost axis; with several, a fixed two-level order. The same on every run.
+extern "C" __global__ void sum_axis_f32(float* __restrict__ out, const float* __restrict__ x, i64 outer, i64 len, i64 inner,
+                                        i64 chunk) {
+    const i64 chunks = (len + chunk - 1) / chunk;
+    FOR_EACH(i, outer * chunks * inner) {
+        const i64 o = i / (chunks * inner), c = (i / inner) % chunks, in = i % inner;
+        const float* p = x + (o * len + c * chunk) * inner + in;
+        const i64 terms = min(chunk, len - c * chunk);
         float s = p[0];
-        for (i64 j = 1; j < len; ++j) s += p[j * inner];
+        for (i64 j = 1; j < terms; ++j) s += p[j * inner];
         out[i] = s;
     }
 }

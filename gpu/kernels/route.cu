@@ -102,3 +102,45 @@ extern "C" __global__ void route_f32(float* weights, i64* indices, float* scores
         }
     }
 }
+
+// route_backward_f32: the gradient of the gate logits [N, E], one thread per token, in the
+// CPU reference's order. The combine weights are differentiated through the unbiased scores
+// of the chosen experts only (the choice, hence the selection bias, gets no gradient):
+//   normalised, w_j = r·s_j / Σ_k s_k:  ds_j += (r / Σs)(dw_j − Σ_k dw_k w_k / r);
+//   otherwise, w_j = r·s_j:             ds_j += r·dw_j;
+// on top of dscores (a balance loss's gradient) when given; then through the score
+// function: σ(1 − σ) for sigmoid, s ⊙ (ds − ⟨ds, s⟩) for softmax. dlogits holds ds while
+// it is formed. An expert index out of range sets ERR_EXPERT_INDEX and is skipped.
+extern "C" __global__ void route_backward_f32(float* dlogits, const float* __restrict__ scores, const float* __restrict__ weights,
+                                              const i64* __restrict__ indices, const float* __restrict__ dweights,
+                                              const float* __restrict__ dscores, int has_dscores, i64 n_tokens, int n_experts,
+                                              int top_k, int normalize, int sigmoid, float route_scale, unsigned* err) {
+    FOR_EACH(n, n_tokens) {
+        const i64 E = n_experts, K = top_k;
+        float* ds = dlogits + n * E;
+        const float* s = scores + n * E;
+        const float* w = weights + n * K;
+        const float* dw = dweights + n * K;
+        const i64* idx = indices + n * K;
+        for (i64 e = 0; e < E; ++e) ds[e] = has_dscores ? dscores[n * E + e] : 0.0f;
+        bool ok = true;
+        for (i64 j = 0; j < K; ++j) ok = ok && idx[j] >= 0 && idx[j] < E;
+        if (!ok) {
+            atomicOr(err, ERR_EXPERT_INDEX);
+        } else if (normalize) {
+            float sum = 0.0f, dot = 0.0f;
+            for (i64 j = 0; j < K; ++j) sum += s[idx[j]];
+            for (i64 j = 0; j < K; ++j) dot += dw[j] * w[j] / route_scale;
+            for (i64 j = 0; j < K; ++j) ds[idx[j]] += route_scale / sum * (dw[j] - dot);
+        } else {
+            for (i64 j = 0; j < K; ++j) ds[idx[j]] += route_scale * dw[j];
+        }
+        if (sigmoid) {
+            for (i64 e = 0; e < E; ++e) ds[e] = ds[e] * s[e] * (1.0f - s[e]);
+        } else {
+            float dot = 0.0f;
+            for (i64 e = 0; e < E; ++e) dot += ds[e] * s[e];
+            for (i64 e = 0; e < E; ++e) ds[e] = s[e] * (ds[e] - dot);
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! Causal attention and MLA's absorbed decode over the latent cache
-//! (`kernels/attention.cu`: one block per query row, online softmax over key tiles).
+//! Causal attention (forward and backward) and MLA's absorbed decode over the latent cache
+//! (`kernels/attention.cu`: one block per query row, online softmax over key tiles; the
+//! backward one block per query row for dq, one per key row for dk and dv).
 
 use crate::device::{err, CudaBackend, CudaTensor};
 use crate::kernels::{Module, MAX_SHARED_BYTES, REDUCE_SCRATCH_BYTES};
@@ -11,7 +12,8 @@ const ATT_THREADS: u32 = 128;
 const ATT_TILE: usize = 64;
 const MAX_VALUE_WIDTH: usize = 128 * 8;
 
-fn grid(seq: usize, heads: usize, batch: usize, shared_floats: usize, op: &'static str) -> Result<LaunchConfig> {
+/// One block per row of `rows` (queries, or keys for the backward's dk/dv) per head per batch.
+fn grid(rows: usize, heads: usize, batch: usize, shared_floats: usize, op: &'static str) -> Result<LaunchConfig> {
     if heads > 65535 || batch > 65535 {
         return Err(Error::shape(op, format!("{batch} batches × {heads} heads exceed the grid")));
     }
@@ -20,7 +22,7 @@ fn grid(seq: usize, heads: usize, batch: usize, shared_floats: usize, op: &'stat
         return Err(Error::shape(op, format!("query width needs {shared} bytes of shared memory, {REDUCE_SCRATCH_BYTES} more with the kernel's own (> 48 KiB)")));
     }
     Ok(LaunchConfig {
-        grid_dim: (seq as u32, heads as u32, batch as u32),
+        grid_dim: (rows as u32, heads as u32, batch as u32),
         block_dim: (ATT_THREADS, 1, 1),
         shared_mem_bytes: shared as u32,
     })
@@ -67,6 +69,81 @@ impl CudaBackend {
             unsafe { launch.launch(cfg) }.map_err(err)?;
         }
         Ok((self.tensor(out, vec![batch, seq, heads, dv]), self.tensor(lse, vec![batch, heads, seq])))
+    }
+
+    /// Backward of [`Self::attention_forward_f32`]: dq (and D = ⟨dout, out⟩ per row) by query
+    /// rows, then dk and dv by key rows, each recomputing P from the saved `lse`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_backward_f32(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        out: &CudaTensor,
+        lse: &CudaTensor,
+        dout: &CudaTensor,
+        scale: f32,
+        q_offset: usize,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        let op = "attention_backward";
+        let (&[batch, seq, heads, dk], &[kb, keys, kh, dk2], &[vb, vt, vh, dv]) =
+            (q.shape.as_slice(), k.shape.as_slice(), v.shape.as_slice())
+        else {
+            return Err(Error::shape(op, "q, k, v must be rank 4"));
+        };
+        if (kb, kh, dk2) != (batch, heads, dk)
+            || (vb, vt, vh) != (batch, keys, heads)
+            || q_offset + seq > keys
+            || dk.max(dv) > MAX_VALUE_WIDTH
+            || out.shape != [batch, seq, heads, dv]
+            || dout.shape != out.shape
+            || lse.shape != [batch, heads, seq]
+        {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "q {:?}, k {:?}, v {:?}, out {:?}, lse {:?}, dout {:?}, offset {q_offset}",
+                    q.shape, k.shape, v.shape, out.shape, lse.shape, dout.shape
+                ),
+            ));
+        }
+        let mut dq = self.alloc(q.len())?;
+        let mut dvec = self.alloc(batch * heads * seq)?;
+        let dims = [seq as i64, heads as i64, keys as i64, dk as i64, dv as i64];
+        let off = q_offset as i64;
+        if batch * seq * heads > 0 {
+            let cfg = grid(seq, heads, batch, dk + dv + ATT_TILE, op)?;
+            let f = self.func(Module::Attention, "attention_backward_dq_f32")?;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut dq).arg(&mut dvec).arg(&*q.data).arg(&*k.data).arg(&*v.data);
+            launch.arg(&*out.data).arg(&*lse.data).arg(&*dout.data);
+            for d in &dims {
+                launch.arg(d);
+            }
+            launch.arg(&scale).arg(&off);
+            // SAFETY: shapes checked above; every row reads keys 0..=q_offset+s < T.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+        }
+        let (mut dk_out, mut dv_out) = (self.alloc(k.len())?, self.alloc(v.len())?);
+        if batch * keys * heads > 0 {
+            let cfg = grid(keys, heads, batch, dk + dv + 2 * ATT_TILE, op)?;
+            let f = self.func(Module::Attention, "attention_backward_dkv_f32")?;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut dk_out).arg(&mut dv_out).arg(&*q.data).arg(&*k.data).arg(&*v.data);
+            launch.arg(&*lse.data).arg(&dvec).arg(&*dout.data);
+            for d in &dims {
+                launch.arg(d);
+            }
+            launch.arg(&scale).arg(&off);
+            // SAFETY: shapes checked above; key rows read queries s < S only; every key row
+            // (seen by no query or not) writes its dk and dv.
+            unsafe { launch.launch(cfg) }.map_err(err)?;
+        }
+        Ok((
+            self.tensor(dq, q.shape.clone()),
+            self.tensor(dk_out, k.shape.clone()),
+            self.tensor(dv_out, v.shape.clone()),
+        ))
     }
 
     /// The fused override of `Backend::latent_attention_forward`: every head reads the one

@@ -1,20 +1,11 @@
 //! `impl Backend for CudaBackend`: each method delegates to the family module that holds
 //! it; the two fused components (`latent_attention_forward`, `expert_dispatch`) are
-//! overridden with device kernels.
+//! overridden with device kernels. Every operation, forward and training, runs on the GPU.
 
 use crate::device::{CudaBackend, CudaIndices, CudaTensor, NAME};
 use ndarray::{ArrayD, ArrayViewD};
 use v3lab_reference::backend::{AdamWStep, Dispatch, Routing};
-use v3lab_reference::{Backend, Error, Result, RouteSpec};
-
-/// Training on the GPU (backward passes, AdamW) is the next CUDA issue; until then each such
-/// operation says so instead of pretending.
-fn not_yet<T>(op: &str) -> Result<T> {
-    Err(Error::Backend {
-        backend: NAME,
-        msg: format!("{op} is not implemented on CUDA yet (training runs on the CPU reference)"),
-    })
-}
+use v3lab_reference::{Backend, Result, RouteSpec};
 
 impl Backend for CudaBackend {
     type Tensor = CudaTensor;
@@ -142,62 +133,76 @@ impl Backend for CudaBackend {
         self.upload_f32(host.mapv(|x| x as f32).view())
     }
 
-    // ----- training: not on the GPU yet ---------------------------------------------
+    // ----- training --------------------------------------------------------------------
     fn rms_norm_backward(
         &self,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: &CudaTensor,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        rstd: &CudaTensor,
+        dy: &CudaTensor,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        not_yet("rms_norm_backward")
+        self.rms_norm_backward_f32(x, w, rstd, dy)
     }
-    fn swiglu_backward(&self, _: &CudaTensor, _: &CudaTensor, _: &CudaTensor) -> Result<(CudaTensor, CudaTensor)> {
-        not_yet("swiglu_backward")
+    fn swiglu_backward(&self, gate: &CudaTensor, up: &CudaTensor, dy: &CudaTensor) -> Result<(CudaTensor, CudaTensor)> {
+        self.swiglu_backward_f32(gate, up, dy)
     }
-    fn rope_backward(&self, _: &CudaTensor, _: &CudaTensor, _: &CudaTensor, _: usize) -> Result<CudaTensor> {
-        not_yet("rope_backward")
+    fn rope_backward(
+        &self,
+        dy: &CudaTensor,
+        cos: &CudaTensor,
+        sin: &CudaTensor,
+        start_pos: usize,
+    ) -> Result<CudaTensor> {
+        self.rope_backward_f32(dy, cos, sin, start_pos)
     }
-    fn embedding_backward(&self, _: &CudaIndices, _: &CudaTensor, _: usize) -> Result<CudaTensor> {
-        not_yet("embedding_backward")
+    fn embedding_backward(&self, tokens: &CudaIndices, dy: &CudaTensor, vocab: usize) -> Result<CudaTensor> {
+        self.embedding_backward_f32(tokens, dy, vocab)
     }
-    fn cross_entropy_forward(&self, _: &CudaTensor, _: &CudaIndices) -> Result<(f64, CudaTensor)> {
-        not_yet("cross_entropy_forward")
+    fn cross_entropy_forward(&self, logits: &CudaTensor, targets: &CudaIndices) -> Result<(f64, CudaTensor)> {
+        self.cross_entropy_forward_f32(logits, targets)
     }
-    fn cross_entropy_backward(&self, _: &CudaTensor, _: &CudaTensor, _: &CudaIndices, _: f32) -> Result<CudaTensor> {
-        not_yet("cross_entropy_backward")
+    fn cross_entropy_backward(
+        &self,
+        logits: &CudaTensor,
+        lse: &CudaTensor,
+        targets: &CudaIndices,
+        dloss: f32,
+    ) -> Result<CudaTensor> {
+        self.cross_entropy_backward_f32(logits, lse, targets, dloss)
     }
-    #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: &CudaTensor,
-        _: f32,
-        _: usize,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        out: &CudaTensor,
+        lse: &CudaTensor,
+        dout: &CudaTensor,
+        scale: f32,
+        q_offset: usize,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-        not_yet("attention_backward")
+        self.attention_backward_f32(q, k, v, out, lse, dout, scale, q_offset)
     }
     fn adamw_step(
         &self,
-        _: &mut CudaTensor,
-        _: &mut CudaTensor,
-        _: &mut CudaTensor,
-        _: &CudaTensor,
-        _: &AdamWStep,
+        param: &mut CudaTensor,
+        m: &mut CudaTensor,
+        v: &mut CudaTensor,
+        grad: &CudaTensor,
+        h: &AdamWStep,
     ) -> Result<()> {
-        not_yet("adamw_step")
+        self.adamw_step_f32(param, m, v, grad, h)
+    }
+    fn sum_squares(&self, t: &CudaTensor) -> Result<f64> {
+        self.sum_squares_f32(t)
     }
     fn route_backward(
         &self,
-        _: &Routing<Self>,
-        _: &CudaTensor,
-        _: Option<&CudaTensor>,
-        _: &RouteSpec,
+        routing: &Routing<Self>,
+        dweights: &CudaTensor,
+        dscores: Option<&CudaTensor>,
+        spec: &RouteSpec,
     ) -> Result<CudaTensor> {
-        not_yet("route_backward")
+        self.route_backward_f32(routing, dweights, dscores, spec)
     }
 }

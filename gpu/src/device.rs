@@ -60,11 +60,12 @@ impl CudaTensor {
 }
 
 /// What the bits of the device error word mean (`kernels/common.cuh`).
-const ERROR_BITS: [(u32, &str); 4] = [
+const ERROR_BITS: [(u32, &str); 5] = [
     (1, "embedding_forward: token id outside the vocabulary"),
     (2, "gather_rows: row index out of range"),
     (4, "scatter_add_rows: row index out of range"),
-    (8, "expert_dispatch: expert index out of range"),
+    (8, "expert_dispatch or route_backward: expert index out of range"),
+    (16, "cross_entropy: target outside the vocabulary"),
 ];
 
 /// The CUDA implementation of [`v3lab_reference::Backend`].
@@ -187,6 +188,16 @@ impl CudaBackend {
     pub(crate) fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
         // SAFETY: every caller writes all n elements before anyone reads them.
         unsafe { self.stream.alloc::<f32>(n.max(1)) }.map_err(err)
+    }
+
+    /// The tensor's buffer for an in-place update. Tensors are values: a buffer another
+    /// tensor still shares is copied first.
+    pub(crate) fn unique<'t>(&self, t: &'t mut CudaTensor) -> Result<&'t mut CudaSlice<f32>> {
+        if Arc::get_mut(&mut t.data).is_none() {
+            let copy = self.stream.clone_dtod(&*t.data).map_err(err)?;
+            t.data = Arc::new(copy);
+        }
+        Ok(Arc::get_mut(&mut t.data).expect("unique after the copy"))
     }
 
     pub(crate) fn tensor(&self, data: CudaSlice<f32>, shape: Vec<usize>) -> CudaTensor {

@@ -2,8 +2,9 @@
 //! device's architecture at first use and cached: the PTX once per process (a static
 //! `OnceLock` per module), the loaded module once per backend.
 //!
-//! Each `.cu` file is one idea (a family of kernels named after the op: `rms_norm_forward_f32`
-//! in `rms_norm_forward.cu`); `common.cuh` (reductions, the error bits) is prepended.
+//! Each `.cu` file is one idea, its forward and backward side by side (kernels named after
+//! the op: `rms_norm_forward_f32` and `rms_norm_backward_f32` in `rms_norm.cu`);
+//! `common.cuh` (reductions, the error bits) is prepended.
 
 use crate::device::err;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig};
@@ -29,9 +30,11 @@ pub(crate) enum Module {
     ExpertDispatch,
     Fp8Quantize,
     Fp8Gemm,
+    CrossEntropy,
+    Optim,
 }
 
-const MODULES: [Module; 12] = [
+const MODULES: [Module; 14] = [
     Module::StridedCopy,
     Module::Elementwise,
     Module::Swiglu,
@@ -44,6 +47,8 @@ const MODULES: [Module; 12] = [
     Module::ExpertDispatch,
     Module::Fp8Quantize,
     Module::Fp8Gemm,
+    Module::CrossEntropy,
+    Module::Optim,
 ];
 
 impl Module {
@@ -55,16 +60,18 @@ impl Module {
         match self {
             Module::StridedCopy => "strided_copy.cu",
             Module::Elementwise => "elementwise.cu",
-            Module::Swiglu => "swiglu_forward.cu",
-            Module::RmsNorm => "rms_norm_forward.cu",
-            Module::Rope => "rope_forward.cu",
-            Module::Embedding => "embedding_forward.cu",
+            Module::Swiglu => "swiglu.cu",
+            Module::RmsNorm => "rms_norm.cu",
+            Module::Rope => "rope.cu",
+            Module::Embedding => "embedding.cu",
             Module::Rows => "rows.cu",
             Module::Attention => "attention.cu",
             Module::Route => "route.cu",
             Module::ExpertDispatch => "expert_dispatch.cu",
             Module::Fp8Quantize => "fp8_quantize.cu",
             Module::Fp8Gemm => "fp8_gemm.cu",
+            Module::CrossEntropy => "cross_entropy.cu",
+            Module::Optim => "optim.cu",
         }
     }
 
@@ -72,16 +79,18 @@ impl Module {
         match self {
             Module::StridedCopy => include_str!("../kernels/strided_copy.cu"),
             Module::Elementwise => include_str!("../kernels/elementwise.cu"),
-            Module::Swiglu => include_str!("../kernels/swiglu_forward.cu"),
-            Module::RmsNorm => include_str!("../kernels/rms_norm_forward.cu"),
-            Module::Rope => include_str!("../kernels/rope_forward.cu"),
-            Module::Embedding => include_str!("../kernels/embedding_forward.cu"),
+            Module::Swiglu => include_str!("../kernels/swiglu.cu"),
+            Module::RmsNorm => include_str!("../kernels/rms_norm.cu"),
+            Module::Rope => include_str!("../kernels/rope.cu"),
+            Module::Embedding => include_str!("../kernels/embedding.cu"),
             Module::Rows => include_str!("../kernels/rows.cu"),
             Module::Attention => include_str!("../kernels/attention.cu"),
             Module::Route => include_str!("../kernels/route.cu"),
             Module::ExpertDispatch => include_str!("../kernels/expert_dispatch.cu"),
             Module::Fp8Quantize => include_str!("../kernels/fp8_quantize.cu"),
             Module::Fp8Gemm => include_str!("../kernels/fp8_gemm.cu"),
+            Module::CrossEntropy => include_str!("../kernels/cross_entropy.cu"),
+            Module::Optim => include_str!("../kernels/optim.cu"),
         }
     }
 }
@@ -111,13 +120,13 @@ fn compile(module: Module, arch: &'static str) -> std::result::Result<String, St
 
 /// PTX per module, compiled once per process (the first architecture asked for wins; a
 /// process uses one device).
-static PTX: [OnceLock<std::result::Result<String, String>>; 12] = [const { OnceLock::new() }; 12];
+static PTX: [OnceLock<std::result::Result<String, String>>; MODULES.len()] = [const { OnceLock::new() }; MODULES.len()];
 
 /// The modules loaded into one backend's context, and the functions looked up in them
 /// (a launch then costs no driver lookup).
 pub(crate) struct Kernels {
     arch: &'static str,
-    loaded: [OnceLock<Arc<CudaModule>>; 12],
+    loaded: [OnceLock<Arc<CudaModule>>; MODULES.len()],
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
 
@@ -126,7 +135,7 @@ impl Kernels {
         // cudarc wants a 'static str; one short string per process at most per arch.
         static ARCH: OnceLock<&'static str> = OnceLock::new();
         let arch = ARCH.get_or_init(|| Box::leak(format!("compute_{major}{minor}").into_boxed_str()));
-        Kernels { arch, loaded: [const { OnceLock::new() }; 12], functions: Mutex::new(HashMap::new()) }
+        Kernels { arch, loaded: [const { OnceLock::new() }; MODULES.len()], functions: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn function(&self, ctx: &Arc<CudaContext>, module: Module, name: &'static str) -> Result<CudaFunction> {
@@ -207,19 +216,29 @@ mod tests {
     /// is listed once (what can be checked without NVRTC).
     #[test]
     fn every_module_defines_its_kernels() {
-        let expect: [(Module, &[&str]); 12] = [
+        let expect: [(Module, &[&str]); MODULES.len()] = [
             (Module::StridedCopy, &["strided_copy_f32"]),
             (Module::Elementwise, &["add_f32", "mul_f32", "scale_f32", "sum_axis_f32"]),
-            (Module::Swiglu, &["swiglu_forward_f32"]),
-            (Module::RmsNorm, &["rms_norm_forward_f32"]),
-            (Module::Rope, &["rope_forward_f32"]),
-            (Module::Embedding, &["embedding_forward_f32"]),
+            (Module::Swiglu, &["swiglu_forward_f32", "swiglu_backward_f32"]),
+            (Module::RmsNorm, &["rms_norm_forward_f32", "rms_norm_backward_f32"]),
+            (Module::Rope, &["rope_forward_f32", "rope_backward_f32"]),
+            (Module::Embedding, &["embedding_forward_f32", "embedding_backward_f32"]),
             (Module::Rows, &["gather_rows_f32", "scatter_add_rows_f32"]),
-            (Module::Attention, &["attention_forward_f32", "latent_attention_forward_f32"]),
-            (Module::Route, &["route_f32"]),
+            (
+                Module::Attention,
+                &[
+                    "attention_forward_f32",
+                    "latent_attention_forward_f32",
+                    "attention_backward_dq_f32",
+                    "attention_backward_dkv_f32",
+                ],
+            ),
+            (Module::Route, &["route_f32", "route_backward_f32"]),
             (Module::ExpertDispatch, &["expert_count_i64", "expert_place_i64"]),
             (Module::Fp8Quantize, &["fp8_quantize_tile_f32", "fp8_quantize_block_f32"]),
             (Module::Fp8Gemm, &["fp8_gemm_block_scaled_f32"]),
+            (Module::CrossEntropy, &["cross_entropy_forward_f32", "cross_entropy_backward_f32"]),
+            (Module::Optim, &["adamw_step_f32", "sum_squares_f32"]),
         ];
         for (i, (m, names)) in expect.iter().enumerate() {
             assert_eq!(m.index(), i);

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use v3lab_reference::{Error, Result};
 
 const MAX_RANK: usize = 8;
+/// Terms one thread of `sum_axis_f32` adds before the partial sums are summed again: 64
+/// keeps every sum over K experts (≤ 64) in the CPU's order, bit for bit.
+const SUM_CHUNK: usize = 64;
 
 /// `kernels/strided_copy.cu`'s `StridedMeta`, field for field.
 #[repr(C)]
@@ -216,13 +219,8 @@ impl CudaBackend {
         if target != src.shape {
             return Err(shape_err("write_at", format!("{:?} into {target:?}", src.shape)));
         }
-        // Value semantics: a buffer another tensor still shares is copied first.
-        if Arc::get_mut(&mut dst.data).is_none() {
-            let copy = self.stream.clone_dtod(&*dst.data).map_err(err)?;
-            dst.data = Arc::new(copy);
-        }
         let dst_strides = strides(&dst.shape);
-        let buf = Arc::get_mut(&mut dst.data).expect("unique after the copy");
+        let buf = self.unique(dst)?;
         let off = start * dst_strides[axis];
         self.strided_copy(buf, &src.data, &src.shape, &strides(&src.shape), &dst_strides, 0, off, "write_at")
     }
@@ -263,7 +261,10 @@ impl CudaBackend {
         Ok(self.tensor(out, a.shape.clone()))
     }
 
-    /// The sum over `axis`, kept as an axis of length 1 (the trait's shape).
+    /// The sum over `axis`, kept as an axis of length 1 (the trait's shape). An axis longer
+    /// than [`SUM_CHUNK`] is summed in chunks first, and the chunk sums again (the long sums
+    /// of a backward, e.g. a weight's gradient over every token, would otherwise be one
+    /// thread per output walking thousands of rows).
     pub(crate) fn sum_axis_f32(&self, t: &CudaTensor, axis: usize) -> Result<CudaTensor> {
         if axis >= t.shape.len() {
             return Err(Error::shape("sum_axis", format!("axis {axis} of {:?}", t.shape)));
@@ -275,16 +276,22 @@ impl CudaBackend {
         if len == 0 {
             return self.zeros_f32(&shape);
         }
-        let mut out = self.alloc(outer * inner)?;
+        let chunks = len.div_ceil(SUM_CHUNK);
+        let mut out = self.alloc(outer * chunks * inner)?;
         if outer * inner > 0 {
             let f = self.func(Module::Elementwise, "sum_axis_f32")?;
-            let dims = [outer as i64, len as i64, inner as i64];
+            let dims = [outer as i64, len as i64, inner as i64, SUM_CHUNK as i64];
             let mut launch = self.stream.launch_builder(&f);
-            launch.arg(&mut out).arg(&*t.data).arg(&dims[0]).arg(&dims[1]).arg(&dims[2]);
-            // SAFETY: outer × len × inner elements in x, outer × inner in out.
-            unsafe { launch.launch(elementwise_cfg(outer * inner)) }.map_err(err)?;
+            launch.arg(&mut out).arg(&*t.data);
+            for d in &dims {
+                launch.arg(d);
+            }
+            // SAFETY: outer × len × inner elements in x, outer × chunks × inner in out.
+            unsafe { launch.launch(elementwise_cfg(outer * chunks * inner)) }.map_err(err)?;
         }
-        Ok(self.tensor(out, shape))
+        let partial = self.tensor(out, [outer, chunks, inner].to_vec());
+        let total = if chunks > 1 { self.sum_axis_f32(&partial, 1)? } else { partial };
+        self.reshape_f32(&total, &shape)
     }
 
     pub(crate) fn scale_f32(&self, a: &CudaTensor, s: f32) -> Result<CudaTensor> {

@@ -8,7 +8,8 @@
 //!   its tensor types;
 //! - `kernels`: the `.cu` sources of `gpu/kernels/`, compiled once per process for the
 //!   device's architecture, and launch helpers;
-//! - `layout`, `blas`, `ops`, `attention`, `routing`: the `Backend` primitives by family;
+//! - `layout`, `blas`, `ops`, `attention`, `routing`, `loss`, `optim`: the `Backend`
+//!   primitives by family, each forward beside its backward;
 //! - `fp8`: E4M3 quantisation (1×128 tiles, 128×128 blocks) and the block-scaled FP8 GEMM,
 //!   inherent methods of [`CudaBackend`] (no `Backend` counterpart yet);
 //! - `backend`: `impl Backend for CudaBackend`, delegating to the above.
@@ -22,7 +23,9 @@ mod device;
 mod fp8;
 mod kernels;
 mod layout;
+mod loss;
 mod ops;
+mod optim;
 mod routing;
 
 pub use device::{CudaBackend, CudaIndices, CudaTensor};

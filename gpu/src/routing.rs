@@ -74,6 +74,55 @@ impl CudaBackend {
         })
     }
 
+    /// Backward of [`Self::route_f32`] to the gate logits, one thread per token.
+    pub(crate) fn route_backward_f32(
+        &self,
+        r: &Routing<Self>,
+        dweights: &CudaTensor,
+        dscores: Option<&CudaTensor>,
+        spec: &RouteSpec,
+    ) -> Result<CudaTensor> {
+        let op = "route_backward";
+        let (&[n, n_experts], &[wn, k]) = (r.scores.shape.as_slice(), r.weights.shape.as_slice()) else {
+            return Err(Error::shape(op, format!("scores {:?}, weights {:?}", r.scores.shape, r.weights.shape)));
+        };
+        if wn != n || dweights.shape != r.weights.shape || r.indices.shape != r.weights.shape {
+            return Err(Error::shape(
+                op,
+                format!("weights {:?}, dweights {:?}, indices {:?}", r.weights.shape, dweights.shape, r.indices.shape),
+            ));
+        }
+        if let Some(d) = dscores.filter(|d| d.shape != r.scores.shape) {
+            return Err(Error::shape(op, format!("dscores {:?} for {:?}", d.shape, r.scores.shape)));
+        }
+        let mut dlogits = self.alloc(n * n_experts)?;
+        if n * n_experts > 0 {
+            let f = self.func(Module::Route, "route_backward_f32")?;
+            let null = self.alloc(1)?;
+            let dscores_buf = dscores.map(|d| &*d.data).unwrap_or(&null);
+            let n64 = n as i64;
+            let ints = [
+                dscores.is_some() as i32,
+                n_experts as i32,
+                k as i32,
+                spec.normalize as i32,
+                (spec.score_func == ScoreFunc::Sigmoid) as i32,
+            ];
+            let word = self.error_word.lock().map_err(|_| err("error word lock poisoned"))?;
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut dlogits).arg(&*r.scores.data).arg(&*r.weights.data).arg(&*r.indices.data);
+            launch.arg(&*dweights.data).arg(dscores_buf).arg(&ints[0]).arg(&n64);
+            for i in &ints[1..] {
+                launch.arg(i);
+            }
+            launch.arg(&spec.route_scale).arg(&*word);
+            // SAFETY: n rows of E scores and K weights, indices, dweights (checked); expert
+            // ids are range-checked in the kernel.
+            unsafe { launch.launch(elementwise_cfg(n)) }.map_err(err)?;
+        }
+        Ok(self.tensor(dlogits, vec![n, n_experts]))
+    }
+
     /// The override of `Backend::expert_dispatch`: counting sort on the device; only the
     /// E counts travel to the host (the loop over experts needs the offsets there).
     pub(crate) fn expert_dispatch_i64(&self, indices: &CudaIndices, n_experts: usize) -> Result<Dispatch<Self>> {

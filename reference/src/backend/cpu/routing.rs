@@ -1,7 +1,7 @@
 //! The gate's routing decision and expert dispatch on the CPU (DeepSeek-V3 eqs. 13–16, the
 //! public code's `Gate.forward`), with the routing's backward.
 
-use super::{as2, shape_err, CpuFloat};
+use super::{as2, checked_row, shape_err, CpuFloat};
 use crate::backend::{RouteSpec, ScoreFunc};
 use crate::error::Result;
 use ndarray::{Array2, ArrayD};
@@ -121,7 +121,8 @@ pub(super) fn route_backward<F: CpuFloat>(
     let idx =
         indices.view().into_shape_with_order(w.raw_dim()).map_err(|e| shape_err("route_backward", e.to_string()))?;
     for n in 0..s.nrows() {
-        let chosen: Vec<usize> = idx.row(n).iter().map(|&e| e as usize).collect();
+        let chosen =
+            idx.row(n).iter().map(|&e| checked_row(e, s.ncols(), "expert index")).collect::<Result<Vec<usize>>>()?;
         if spec.normalize {
             let sum: F = chosen.iter().map(|&e| s[[n, e]]).sum();
             let dot: F = dw.row(n).iter().zip(w.row(n)).map(|(&d, &w)| d * w / r).sum();
