@@ -9,6 +9,7 @@ mod suite_faulty;
 pub mod suite_fp8;
 mod suite_model;
 mod suite_ops;
+mod suite_train;
 pub mod tolerance;
 
 use ndarray::ArrayD;

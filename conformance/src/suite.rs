@@ -18,6 +18,7 @@ use v3lab_reference::Backend;
 pub use crate::suite_faulty::{Fault, Faulty};
 pub use crate::suite_model::*;
 pub use crate::suite_ops::*;
+pub use crate::suite_train::*;
 
 /// A deterministic generator per check (seeded by the check's name).
 pub fn rng_for(name: &str) -> StdRng {

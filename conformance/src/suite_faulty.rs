@@ -28,6 +28,17 @@ pub enum Fault {
     ScatterAdd,
     SumAxis,
     Dispatch,
+    RmsNormBackward,
+    SwigluBackward,
+    RopeBackward,
+    EmbeddingBackward,
+    /// The cross-entropy's backward (dlogits).
+    CrossEntropy,
+    AttentionBackward,
+    RouteBackward,
+    /// The parameter after the update.
+    AdamW,
+    SumSquares,
 }
 
 /// `CpuBackend` with `fault` injected.
@@ -186,7 +197,7 @@ impl Backend for Faulty {
         Ok(Dispatch { token_rows: rows, slots: d.slots, rows_by_token: d.rows_by_token, offsets: d.offsets })
     }
 
-    // The suite checks forwards; the training operations pass through unchanged.
+    // ----- training ---------------------------------------------------------------
     fn download_f64(&self, t: &ArrayD<f32>) -> Result<ArrayD<f64>> {
         CPU.download_f64(t)
     }
@@ -200,7 +211,8 @@ impl Backend for Faulty {
         rstd: &ArrayD<f32>,
         dy: &ArrayD<f32>,
     ) -> Result<(ArrayD<f32>, ArrayD<f32>)> {
-        CPU.rms_norm_backward(x, w, rstd, dy)
+        let (dx, dw) = CPU.rms_norm_backward(x, w, rstd, dy)?;
+        Ok((self.off(Fault::RmsNormBackward, dx), dw))
     }
     fn swiglu_backward(
         &self,
@@ -208,13 +220,14 @@ impl Backend for Faulty {
         up: &ArrayD<f32>,
         dy: &ArrayD<f32>,
     ) -> Result<(ArrayD<f32>, ArrayD<f32>)> {
-        CPU.swiglu_backward(gate, up, dy)
+        let (dgate, dup) = CPU.swiglu_backward(gate, up, dy)?;
+        Ok((self.off(Fault::SwigluBackward, dgate), dup))
     }
     fn rope_backward(&self, dy: &ArrayD<f32>, cos: &ArrayD<f32>, sin: &ArrayD<f32>, p: usize) -> Result<ArrayD<f32>> {
-        CPU.rope_backward(dy, cos, sin, p)
+        Ok(self.off(Fault::RopeBackward, CPU.rope_backward(dy, cos, sin, p)?))
     }
     fn embedding_backward(&self, tokens: &ArrayD<i64>, dy: &ArrayD<f32>, vocab: usize) -> Result<ArrayD<f32>> {
-        CPU.embedding_backward(tokens, dy, vocab)
+        Ok(self.off(Fault::EmbeddingBackward, CPU.embedding_backward(tokens, dy, vocab)?))
     }
     fn cross_entropy_forward(&self, logits: &ArrayD<f32>, targets: &ArrayD<i64>) -> Result<(f64, ArrayD<f32>)> {
         CPU.cross_entropy_forward(logits, targets)
@@ -226,7 +239,7 @@ impl Backend for Faulty {
         targets: &ArrayD<i64>,
         dloss: f32,
     ) -> Result<ArrayD<f32>> {
-        CPU.cross_entropy_backward(logits, lse, targets, dloss)
+        Ok(self.off(Fault::CrossEntropy, CPU.cross_entropy_backward(logits, lse, targets, dloss)?))
     }
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(
@@ -240,7 +253,8 @@ impl Backend for Faulty {
         scale: f32,
         q_offset: usize,
     ) -> Result<(ArrayD<f32>, ArrayD<f32>, ArrayD<f32>)> {
-        CPU.attention_backward(q, k, v, out, lse, dout, scale, q_offset)
+        let (dq, dk, dv) = CPU.attention_backward(q, k, v, out, lse, dout, scale, q_offset)?;
+        Ok((dq, self.off(Fault::AttentionBackward, dk), dv))
     }
     fn adamw_step(
         &self,
@@ -250,7 +264,15 @@ impl Backend for Faulty {
         g: &ArrayD<f32>,
         h: &AdamWStep,
     ) -> Result<()> {
-        CPU.adamw_step(p, m, v, g, h)
+        CPU.adamw_step(p, m, v, g, h)?;
+        if self.fault == Fault::AdamW {
+            *p *= 1.001;
+        }
+        Ok(())
+    }
+    fn sum_squares(&self, t: &ArrayD<f32>) -> Result<f64> {
+        let sq = CPU.sum_squares(t)?;
+        Ok(if self.fault == Fault::SumSquares { sq * 1.001 } else { sq })
     }
     fn route_backward(
         &self,
@@ -261,6 +283,6 @@ impl Backend for Faulty {
     ) -> Result<ArrayD<f32>> {
         let r =
             Routing::<CpuBackend> { weights: r.weights.clone(), indices: r.indices.clone(), scores: r.scores.clone() };
-        CPU.route_backward(&r, dweights, dscores, spec)
+        Ok(self.off(Fault::RouteBackward, CPU.route_backward(&r, dweights, dscores, spec)?))
     }
 }

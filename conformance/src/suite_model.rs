@@ -32,7 +32,7 @@ pub fn random_config(softmax: bool) -> ModelConfig {
 
 /// Weights with a std large enough that attention and routing are far from uniform; the
 /// selection biases random too (zeros would hide a bias bug).
-fn random_params(cfg: &ModelConfig, seed: u64) -> Params<ArrayD<f32>> {
+pub(crate) fn random_params(cfg: &ModelConfig, seed: u64) -> Params<ArrayD<f32>> {
     let mut params = init_params(cfg, 0.08, seed).expect("a valid config");
     let mut rng = rng_for("bias");
     for layer in &mut params.layers {

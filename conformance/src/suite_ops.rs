@@ -89,9 +89,17 @@ pub fn check_elementwise<B: Backend>(b: &B) {
     expect_close(b, "scale", &b.scale(&up(b, &a), -2.5).unwrap(), &CPU.scale(&a, -2.5).unwrap(), COPY_EXACT);
     assert!(b.add(&up(b, &a), &up(b, &rand_array(&mut rng, &[6]))).is_err(), "add must reject a bad broadcast");
     // Sums over each axis (the MoE combines a token's K expert outputs with one), empty ones too.
-    for (shape, axis) in
-        [(vec![5, 7, 33], 0), (vec![5, 7, 33], 1), (vec![5, 7, 33], 2), (vec![4, 0, 3], 1), (vec![0, 3], 1)]
-    {
+    // Long axes too (a weight's gradient sums over every token): a GPU may sum those in
+    // chunks, one or two levels deep.
+    for (shape, axis) in [
+        (vec![5, 7, 33], 0),
+        (vec![5, 7, 33], 1),
+        (vec![5, 7, 33], 2),
+        (vec![4, 0, 3], 1),
+        (vec![0, 3], 1),
+        (vec![3, 200, 5], 1),
+        (vec![5000, 2], 0),
+    ] {
         let x = rand_array(&mut rng, &shape);
         let tag = format!("sum_axis {shape:?} over {axis}");
         expect_close(b, &tag, &b.sum_axis(&up(b, &x), axis).unwrap(), &CPU.sum_axis(&x, axis).unwrap(), F32_REDUCTION);
@@ -240,7 +248,7 @@ pub fn check_latent_attention<B: Backend>(b: &B) {
     }
 }
 
-fn spec(score_func: ScoreFunc, top_k: usize, n_groups: usize, topk_groups: usize) -> RouteSpec {
+pub(crate) fn spec(score_func: ScoreFunc, top_k: usize, n_groups: usize, topk_groups: usize) -> RouteSpec {
     RouteSpec {
         score_func,
         top_k,

@@ -27,6 +27,17 @@ conformance_tests! {
     mla: check_mla, Fault::Rope;
     random_model: check_random_model, Fault::LatentAttention;
     goldens: check_goldens, Fault::RmsNorm;
+    norm_act_backward: check_norm_act_backward, Fault::RmsNormBackward;
+    norm_act_backward_swiglu: check_norm_act_backward, Fault::SwigluBackward;
+    norm_act_backward_rope: check_norm_act_backward, Fault::RopeBackward;
+    embedding_loss: check_embedding_loss, Fault::EmbeddingBackward;
+    embedding_loss_ce: check_embedding_loss, Fault::CrossEntropy;
+    attention_backward: check_attention_backward, Fault::AttentionBackward;
+    route_backward: check_route_backward, Fault::RouteBackward;
+    optimizer: check_optimizer, Fault::AdamW;
+    optimizer_sum_squares: check_optimizer, Fault::SumSquares;
+    training_step: check_training_step, Fault::RouteBackward;
+    training_step_adamw: check_training_step, Fault::AdamW;
 }
 
 /// FP8 is an inherent part of the CUDA backend (no `Backend` method yet): quantisation bit

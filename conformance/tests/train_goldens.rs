@@ -1,7 +1,9 @@
 //! Training in the CPU reference against the public DeepSeek-V3 code run in PyTorch
 //! (`../shared/goldens/train-v3-tiny`, see its README): step-0 logits and MTP logits, the
 //! gradient of each loss term for every tensor, and five full training steps (losses,
-//! gradient norms, expert loads, selection biases, weights).
+//! gradient norms, expert loads, selection biases, weights). The gradients and the five
+//! steps run on the CUDA backend too (`*_cuda`, held to the same bounds; skipped, saying
+//! so, without a device).
 
 use ndarray::ArrayD;
 use safetensors::SafeTensors;
@@ -15,6 +17,7 @@ use v3lab_reference::{checkpoint, mtp, Backend, CpuBackend, Params, Transformer}
 const GOLDEN: &str = "train-v3-tiny";
 
 struct Golden {
+    ckpt: checkpoint::Checkpoint,
     model: Transformer<CpuBackend>,
     tokens: ArrayD<i64>,
     cfg: TrainConfig,
@@ -26,13 +29,17 @@ impl Golden {
         let dir = goldens_dir().join(GOLDEN);
         let ckpt = checkpoint::load(&dir).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ckpt.params.mtp.len(), 1, "the MTP module (layer 3) must load");
-        let model = Transformer::new(&CpuBackend, ckpt.config, &ckpt.params).unwrap();
+        let model = Transformer::new(&CpuBackend, ckpt.config.clone(), &ckpt.params).unwrap();
         let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
         let view = SafeTensors::deserialize(&bytes).unwrap().tensor("tokens").unwrap().to_owned();
         let ids: Vec<i64> = view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
         let tokens = ArrayD::from_shape_vec(view.shape(), ids).unwrap();
         let cfg = TrainConfig::from_file(&dir.join("train.json")).unwrap_or_else(|e| panic!("{e}"));
-        Golden { model, tokens, cfg, bytes }
+        Golden { ckpt, model, tokens, cfg, bytes }
+    }
+    /// The golden model on another backend.
+    fn model_on<B: Backend>(&self, b: &B) -> Transformer<B> {
+        Transformer::new(b, self.ckpt.config.clone(), &self.ckpt.params).unwrap()
     }
     fn expected(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).unwrap()
@@ -77,9 +84,10 @@ fn step0_logits_and_mtp_logits_match_pytorch() {
 
 /// Compares every leaf of `grads` with `grad.{term}.NAME`; a leaf the golden omits (the
 /// term does not reach it) must be exactly zero. Returns the worst (error, name).
-fn check_term(e: &SafeTensors<'_>, term: &str, grads: &Params<ArrayD<f32>>) -> (f64, String) {
+fn check_term<B: Backend>(b: &B, e: &SafeTensors<'_>, term: &str, grads: &Params<B::Tensor>) -> (f64, String) {
     let mut worst = (0.0, String::new());
     for (name, _, got) in grads.leaves() {
+        let got = &b.download(got).unwrap();
         let key = format!("grad.{term}.{name}");
         if name.ends_with("e_score_correction_bias") || e.tensor(&key).is_err() {
             assert!(got.iter().all(|&x| x == 0.0), "{key}: absent from the goldens but not zero");
@@ -100,24 +108,35 @@ fn check_term(e: &SafeTensors<'_>, term: &str, grads: &Params<ArrayD<f32>>) -> (
 
 #[test]
 fn step0_gradient_of_each_term_matches_pytorch() {
+    step0_gradients(&CpuBackend);
+}
+
+#[test]
+fn step0_gradient_of_each_term_matches_pytorch_cuda() {
+    let Some(b) = v3lab_gpu::cuda_or_skip() else { return };
+    step0_gradients(&b);
+    println!("step-0 gradients: CUDA matches PyTorch on {}", b.device_name());
+}
+
+fn step0_gradients<B: Backend>(b: &B) {
     let g = Golden::load();
-    let b = CpuBackend;
+    let model = g.model_on(b);
     let tok = b.upload_indices(g.tokens.view()).unwrap();
-    let (_, grads, _) = grads_by_term(&b, &g.model, &tok, &g.objective()).unwrap();
+    let (_, grads, _) = grads_by_term(b, &model, &tok, &g.objective()).unwrap();
     let e = g.expected();
     for (term, grads) in [("main", &grads.main), ("mtp", &grads.mtp), ("aux", &grads.aux)] {
-        let (err, name) = check_term(&e, term, grads);
-        eprintln!("grad.{term}: worst relative error {err:.2e} ({name})");
+        let (err, name) = check_term(b, &e, term, grads);
+        eprintln!("{} grad.{term}: worst relative error {err:.2e} ({name})", b.name());
     }
     // The training gradient is the same backward seeded with (1, λ, 1).
     let obj = g.objective();
-    let (_, total, _) = loss_and_grads(&b, &g.model, &tok, &obj).unwrap();
+    let (_, total, _) = loss_and_grads(b, &model, &tok, &obj).unwrap();
     let parts = [grads.main.leaves(), grads.mtp.leaves(), grads.aux.leaves()];
     for (i, (name, _, got)) in total.leaves().into_iter().enumerate() {
-        let (main, mtp, aux) = (parts[0][i].2, parts[1][i].2, parts[2][i].2);
+        let [main, mtp, aux] = [0, 1, 2].map(|t| b.download(parts[t][i].2).unwrap());
         let want = (main + &(mtp * obj.mtp_lambda) + aux).mapv(f64::from);
         if want.iter().any(|&x| x != 0.0) {
-            assert_close(&format!("total grad {name}"), got, &want, CPU_F32_REORDERED);
+            assert_close(&format!("total grad {name}"), &b.download(got).unwrap(), &want, CPU_F32_REORDERED);
         }
     }
 }
@@ -127,19 +146,31 @@ fn step0_gradient_of_each_term_matches_pytorch() {
 /// with that step's loads.
 #[test]
 fn five_steps_match_pytorch() {
+    five_steps(&CpuBackend);
+}
+
+#[test]
+fn five_steps_match_pytorch_cuda() {
+    let Some(b) = v3lab_gpu::cuda_or_skip() else { return };
+    five_steps(&b);
+    println!("five training steps: CUDA matches PyTorch on {}", b.device_name());
+}
+
+fn five_steps<B: Backend>(b: &B) {
     let g = Golden::load();
-    let (b, obj) = (CpuBackend, g.objective());
-    let Golden { mut model, tokens, cfg, bytes } = g;
+    let obj = g.objective();
+    let mut model = g.model_on(b);
+    let Golden { tokens, cfg, bytes, .. } = g;
     let e = SafeTensors::deserialize(&bytes).unwrap();
     let tok = b.upload_indices(tokens.view()).unwrap();
-    let mut opt = AdamW::new(&b, cfg.adamw(), &model.params).unwrap();
+    let mut opt = AdamW::new(b, cfg.adamw(), &model.params).unwrap();
     let mut history: [Vec<f64>; 5] = Default::default();
     for step in 0..cfg.steps {
-        let (losses, grads, stats) = loss_and_grads(&b, &model, &tok, &obj).unwrap();
-        let norm = global_grad_norm(&b, &grads).unwrap();
+        let (losses, grads, stats) = loss_and_grads(b, &model, &tok, &obj).unwrap();
+        let norm = global_grad_norm(b, &grads).unwrap();
         let lr = cfg.schedule.lr(cfg.lr, step);
-        opt.update(&b, &mut model.params, &grads, lr, clip_coefficient(norm, cfg.clip_norm)).unwrap();
-        update_model_biases(&b, &mut model, &stats.loads, cfg.balance.bias_gamma).unwrap();
+        opt.update(b, &mut model.params, &grads, lr, clip_coefficient(norm, cfg.clip_norm)).unwrap();
+        update_model_biases(b, &mut model, &stats.loads, cfg.balance.bias_gamma).unwrap();
         for (v, x) in history.iter_mut().zip([losses.total, losses.main, losses.mtp, losses.aux]) {
             v.push(x as f64);
         }
@@ -148,19 +179,20 @@ fn five_steps_match_pytorch() {
         assert_eq!(stats.loads.len(), 3, "two main MoE blocks and the MTP block");
         let biases: Vec<ArrayD<f32>> = v3lab_reference::balance::moe_blocks_mut(&mut model.params)
             .map(|blk| match &blk.ffn {
-                v3lab_reference::model::params::FfnParams::Moe(m) => m.gate_bias.clone().unwrap(),
+                v3lab_reference::model::params::FfnParams::Moe(m) => b.download(m.gate_bias.as_ref().unwrap()).unwrap(),
                 _ => unreachable!(),
             })
             .collect();
         for (gi, (load, bias)) in stats.loads.iter().zip(&biases).enumerate() {
             let want = f64_scalars(&e, &format!("step{step}.load.{gi}"));
             let got: Vec<f64> = load.iter().map(|&l| l as f64).collect();
-            assert_eq!(got, want, "step {step}: loads of MoE block {gi} must match exactly");
+            assert_eq!(got, want, "{} step {step}: loads of MoE block {gi} must match exactly", b.name());
             let want = read_f64(&e, &format!("step{step}.bias_after.{gi}"));
             for (i, (&got, &want)) in bias.iter().zip(want.iter()).enumerate() {
                 assert!(
                     (got as f64 - want).abs() <= BIAS_F32_ROUNDING,
-                    "step {step}: bias of block {gi} expert {i}: {got} vs {want}"
+                    "{} step {step}: bias of block {gi} expert {i}: {got} vs {want}",
+                    b.name()
                 );
             }
         }
@@ -168,18 +200,19 @@ fn five_steps_match_pytorch() {
     for (i, name) in ["total", "main", "mtp", "aux", "grad_norm"].into_iter().enumerate() {
         let want = read_f64(&e, &format!("history.{name}"));
         let got = ArrayD::from_shape_vec(want.shape(), history[i].iter().map(|&x| x as f32).collect()).unwrap();
-        let err = assert_close(&format!("history.{name}"), &got, &want, HISTORY_VS_PYTORCH);
-        eprintln!("history.{name}: relative error {err:.2e}");
+        let err = assert_close(&format!("{} history.{name}", b.name()), &got, &want, HISTORY_VS_PYTORCH);
+        eprintln!("{} history.{name}: relative error {err:.2e}", b.name());
     }
     let mut worst = (0.0, String::new());
     for (name, _, got) in model.params.leaves() {
+        let want = read_f64(&e, &format!("after5.{name}"));
         let err =
-            assert_close(&format!("after5.{name}"), got, &read_f64(&e, &format!("after5.{name}")), WEIGHTS_AFTER_STEPS);
+            assert_close(&format!("{} after5.{name}", b.name()), &b.download(got).unwrap(), &want, WEIGHTS_AFTER_STEPS);
         if err > worst.0 {
             worst = (err, name);
         }
     }
-    eprintln!("after5: worst relative error {:.2e} ({})", worst.0, worst.1);
+    eprintln!("{} after5: worst relative error {:.2e} ({})", b.name(), worst.0, worst.1);
 }
 
 /// Speculative decoding with the MTP module returns exactly the main model's greedy
