@@ -55,10 +55,37 @@ fn train(out: &Path, config: &Path, checkpoint: &Path, extra: &[&str]) -> assert
 
 #[test]
 fn five_steps_match_pytorch() {
+    five_steps_on(&[]);
+}
+
+/// The same run with `--backend cuda`, held to the same bounds (skipped without a device).
+#[test]
+fn five_steps_match_pytorch_cuda() {
+    let Some(b) = v3lab_gpu::cuda_or_skip() else { return };
+    drop(b);
+    five_steps_on(&["--backend", "cuda"]);
+}
+
+/// Without a device, `--backend cuda` is a clear error, not a panic or a CPU run.
+#[test]
+fn backend_cuda_without_a_device_fails_clearly() {
+    if v3lab_gpu::CudaBackend::new().is_ok() {
+        println!("skipped: a CUDA device is present (five_steps_match_pytorch_cuda trains on it)");
+        return;
+    }
+    let g = golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = train(&tmp.path().join("o"), &g.join("train.json"), &g, &["--backend", "cuda"]).failure();
+    let msg = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(msg.contains("--backend cuda") && !msg.contains("panicked"), "{msg}");
+    assert!(!tmp.path().join("o").join("metrics.jsonl").exists(), "nothing is written without a device");
+}
+
+fn five_steps_on(extra: &[&str]) {
     let g = golden();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    train(&out, &g.join("train.json"), &g, &[]).success();
+    train(&out, &g.join("train.json"), &g, extra).success();
 
     let bytes = std::fs::read(g.join("expected.safetensors")).unwrap();
     let expected = SafeTensors::deserialize(&bytes).unwrap();

@@ -18,7 +18,7 @@ use v3lab_reference::train::config::{BalanceConfig, DataConfig, TrainConfig};
 use v3lab_reference::train::init::{init_params, INIT_STD};
 use v3lab_reference::train::schedule::LrSchedule;
 use v3lab_reference::train::trainer::{Batches, Trainer};
-use v3lab_reference::{AttentionImpl, Backend, CpuBackend, Transformer};
+use v3lab_reference::{AttentionImpl, Backend, Transformer};
 
 /// One arm of a study.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,8 +116,9 @@ pub fn train_config_json(spec: &PresetSpec, variant: &Variant, steps: usize) -> 
     serde_json::to_value(train_config(spec, variant, 0, steps)).expect("configs serialise")
 }
 
-/// Trains `variant` from the weights of `seed` on the stream ordered by `seed`.
-pub fn train_and_evaluate(
+/// Trains `variant` on `b` from the weights of `seed` on the stream ordered by `seed`.
+pub fn train_and_evaluate<B: Backend>(
+    b: &B,
     spec: &PresetSpec,
     data: &Tokenized,
     variant: &Variant,
@@ -125,16 +126,15 @@ pub fn train_and_evaluate(
     steps: usize,
     progress: &ProgressBar,
 ) -> Result<RunResult> {
-    let b = CpuBackend;
     let started = std::time::Instant::now();
     let cfg = spec.model_config(variant.mtp_depth);
     // Leaves are drawn in a fixed order with the MTP module last, so every variant of a
     // seed starts from the same main-model weights.
-    let model = Transformer::new(&b, cfg.clone(), &init_params(&cfg, INIT_STD, seed)?)?;
+    let model = Transformer::new(b, cfg.clone(), &init_params(&cfg, INIT_STD, seed)?)?;
     let loader = Loader::new(data.train.clone(), spec.seq_len, DataPosition { seed, ..Default::default() })?;
     // A few sequences per domain keep the curves' validation cheap; the final evaluation uses more.
     let batches = Batches::Corpus { loader, val: data.validation_mix(spec.batch_size.div_ceil(2)) };
-    let mut trainer = Trainer::new(&b, model, train_config(spec, variant, seed, steps), batches)?;
+    let mut trainer = Trainer::new(b, model, train_config(spec, variant, seed, steps), batches)?;
     let mut curve = Vec::new();
     while trainer.step < steps {
         trainer.cfg.mtp_lambda = variant.lambda_at(trainer.step, steps);
@@ -156,8 +156,8 @@ pub fn train_and_evaluate(
         progress.set_message(format!("{} seed {seed}: loss {:.3}", variant.name, m.main));
         progress.inc(1);
     }
-    let (domains, max_vio_global, specialisation_bits) = evaluate(&b, &trainer.model, data, spec)?;
-    let speculative = if variant.mtp_depth > 0 { Some(speculate(&b, &trainer.model, data, spec)?) } else { None };
+    let (domains, max_vio_global, specialisation_bits) = evaluate(b, &trainer.model, data, spec)?;
+    let speculative = if variant.mtp_depth > 0 { Some(speculate(b, &trainer.model, data, spec)?) } else { None };
     Ok(RunResult {
         variant: variant.name.clone(),
         seed,

@@ -14,10 +14,71 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use v3lab_reference::io::write_atomically;
+use v3lab_reference::CpuBackend;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum BackendChoice {
+    /// The f32 reference on the CPU.
     Cpu,
+    /// The CUDA backend on device 0: the same model code, every primitive on the GPU.
+    Cuda,
+}
+
+/// The backend the study trains on, opened once.
+enum Engine {
+    Cpu(CpuBackend),
+    Cuda(Box<v3lab_gpu::CudaBackend>),
+}
+
+impl Engine {
+    fn open(choice: BackendChoice) -> Result<Self> {
+        Ok(match choice {
+            BackendChoice::Cpu => Engine::Cpu(CpuBackend),
+            BackendChoice::Cuda => Engine::Cuda(Box::new(v3lab_gpu::CudaBackend::new().context("--backend cuda")?)),
+        })
+    }
+
+    fn train(
+        &self,
+        spec: &PresetSpec,
+        data: &Tokenized,
+        variant: &Variant,
+        seed: u64,
+        steps: usize,
+        progress: &ProgressBar,
+    ) -> Result<RunResult> {
+        match self {
+            Engine::Cpu(b) => train_and_evaluate(b, spec, data, variant, seed, steps, progress),
+            Engine::Cuda(b) => train_and_evaluate(b.as_ref(), spec, data, variant, seed, steps, progress),
+        }
+    }
+
+    /// Where the study ran, as `results.json` and the report say it.
+    fn machine(&self) -> String {
+        match self {
+            Engine::Cpu(_) => {
+                format!("{} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()))
+            }
+            Engine::Cuda(b) => b.device_name().to_string(),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        match self {
+            Engine::Cpu(_) => "cpu",
+            Engine::Cuda(_) => "cuda",
+        }
+    }
+}
+
+/// How the report names a backend saved in `results.json` (reports from before the field
+/// was saved ran on the CPU).
+fn backend_label(backend: &str) -> &'static str {
+    if backend == "cuda" {
+        "CUDA backend"
+    } else {
+        "CPU reference"
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -44,7 +105,7 @@ pub struct Args {
     /// Where the default corpus is cached.
     #[arg(long, default_value = "target/v3lab-cache")]
     pub cache_dir: PathBuf,
-    /// Only the CPU reference trains today; the CUDA backend's training is a later issue.
+    /// Where to train: the CPU reference, or the CUDA backend (fails clearly without a GPU).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendChoice,
     /// Train nothing: write the report and figures again from a study's `results.json`
@@ -80,7 +141,7 @@ pub struct Study {
 const TRAINING_SHARE: f64 = 0.8;
 
 /// Steps per run; `runs` is how many runs the study trains.
-fn steps_for(spec: &PresetSpec, study: &Study, data: &Tokenized, runs: usize) -> Result<usize> {
+fn steps_for(engine: &Engine, spec: &PresetSpec, study: &Study, data: &Tokenized, runs: usize) -> Result<usize> {
     let Budget::StudySeconds(seconds) = spec.budget else {
         let Budget::Steps(n) = spec.budget else { unreachable!() };
         return Ok(n);
@@ -92,7 +153,7 @@ fn steps_for(spec: &PresetSpec, study: &Study, data: &Tokenized, runs: usize) ->
     let probe_spec = PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() };
     let time = |steps: usize| -> Result<f64> {
         let started = std::time::Instant::now();
-        train_and_evaluate(&probe_spec, data, probe, 0, steps, &hidden)?;
+        engine.train(&probe_spec, data, probe, 0, steps, &hidden)?;
         Ok(started.elapsed().as_secs_f64())
     };
     let (short, long) = (3, 11);
@@ -125,6 +186,8 @@ struct RunInfo {
     seconds: f64,
     /// Where it ran, as the report says it.
     machine: String,
+    /// "cpu" or "cuda".
+    backend: String,
     corpus_table: String,
     calibration: Option<Calibration>,
 }
@@ -139,6 +202,7 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         return rerender(study, &out, path);
     }
     let started = std::time::Instant::now();
+    let engine = Engine::open(args.backend)?;
     let mut spec = PresetSpec::of(args.preset);
     match (args.minutes, args.steps) {
         (Some(m), _) if m.is_nan() || m <= 0.0 => bail!("--minutes must be positive, got {m}"),
@@ -161,14 +225,14 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     let matching = study.match_balance.as_ref().filter(|_| args.match_probes > 0);
     let extra_runs = matching.map_or(0, |m| m.tuned.len() * (args.match_probes - 1));
     let runs = study.variants.len() * args.seeds as usize + extra_runs;
-    let steps = steps_for(&spec, study, &data, runs)?;
+    let steps = steps_for(&engine, &spec, study, &data, runs)?;
 
     let total = (runs * steps) as u64;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}")
             .expect("template"),
     );
-    let mut train = |v: &Variant, seed| train_and_evaluate(&spec, &data, v, seed, steps, &bar);
+    let mut train = |v: &Variant, seed| engine.train(&spec, &data, v, seed, steps, &bar);
     let mut variants = study.variants.clone();
     let mut results = Vec::new();
     let calibration = match matching {
@@ -185,7 +249,7 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     results.sort_by_key(|r| (r.seed, variants.iter().position(|v| v.name == r.variant)));
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let machine = format!("{} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let (machine, backend) = (engine.machine(), engine.backend().to_string());
 
     let configs: Vec<_> = variants
         .iter()
@@ -196,11 +260,11 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         .collect();
     let results_json = json!({
         "study": study.name, "preset": spec, "seeds": args.seeds, "steps_per_run": steps,
-        "seconds": seconds, "machine": machine, "corpus": corpus.summary(), "configs": configs, "calibration": calibration, "runs": results,
+        "seconds": seconds, "machine": machine, "backend": backend, "corpus": corpus.summary(), "configs": configs, "calibration": calibration, "runs": results,
     });
     let text = serde_json::to_string_pretty(&results_json)?;
     write_atomically(&out.join("results.json"), |f| f.write_all(text.as_bytes()))?;
-    let info = RunInfo { seeds: args.seeds, steps, spec, seconds, machine, corpus_table, calibration };
+    let info = RunInfo { seeds: args.seeds, steps, spec, seconds, machine, backend, corpus_table, calibration };
     write_report(study, &out, &info, &results)?;
     Ok(out)
 }
@@ -225,6 +289,7 @@ fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
         seconds: field("seconds")?.as_f64().context("field `seconds`")?,
         // Reports from before the field was saved.
         machine: saved.get("machine").and_then(|m| m.as_str()).unwrap_or("an unrecorded machine").to_string(),
+        backend: saved.get("backend").and_then(|m| m.as_str()).unwrap_or("cpu").to_string(),
         corpus_table: crate::corpus::summary_table(&summary),
         calibration: match saved.get("calibration") {
             None | Some(serde_json::Value::Null) => None,
@@ -251,7 +316,7 @@ fn write_report(study: &Study, out: &Path, info: &RunInfo, results: &[RunResult]
     }
     let mut report = format!(
         "# {}\n\n`{}` with `{flags}`, {} seed(s), {} steps per run of {} sequences × {} tokens; \
-         {:.0} s in all on {} (CPU reference).\n\n## Corpus\n\n{}\n## Results\n\n{}\n",
+         {:.0} s in all on {} ({}).\n\n## Corpus\n\n{}\n## Results\n\n{}\n",
         study.title,
         study.name,
         info.seeds,
@@ -260,6 +325,7 @@ fn write_report(study: &Study, out: &Path, info: &RunInfo, results: &[RunResult]
         info.spec.seq_len,
         info.seconds,
         info.machine,
+        backend_label(&info.backend),
         info.corpus_table,
         (study.analyse)(results, &names),
     );

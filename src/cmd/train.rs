@@ -12,7 +12,10 @@
 //! - `--resume`: DIR is such a checkpoint; the run continues exactly where it stopped.
 //! - `--init-seed N`: ignore DIR's weights (it may hold only `config.json`) and start from
 //!   the paper's random initialisation (std 0.006), seeded by N.
+//! - `--backend cuda`: train on the GPU (the same model code; every forward and backward
+//!   primitive and AdamW run there), or fail with a clear error where there is none.
 
+use super::logits::BackendChoice;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,7 +26,7 @@ use v3lab::model::config::ModelConfig;
 use v3lab::train::init::{init_params, INIT_STD};
 use v3lab::train::trainer::Batches;
 use v3lab::train::{TrainConfig, Trainer};
-use v3lab::{checkpoint, CpuBackend, Transformer};
+use v3lab::{checkpoint, Backend, CpuBackend, Transformer};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -51,6 +54,8 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendChoice,
 }
 
 fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<Batches> {
@@ -80,9 +85,19 @@ fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<Batches> {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_file(&args.config)?;
     let data = batches(args, &cfg)?;
-    let b = CpuBackend::default();
+    match args.backend {
+        BackendChoice::Cpu => train_on(&CpuBackend::default(), args, cfg, data),
+        BackendChoice::Cuda => {
+            let b = v3lab_gpu::CudaBackend::new().context("--backend cuda")?;
+            eprintln!("training on {} (CUDA backend)", b.device_name());
+            train_on(&b, args, cfg, data)
+        }
+    }
+}
+
+fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: TrainConfig, data: Batches) -> Result<()> {
     let mut trainer = if args.resume {
-        Trainer::resume(&b, &args.checkpoint, cfg, data)?
+        Trainer::resume(b, &args.checkpoint, cfg, data)?
     } else {
         let (config, params) = match args.init_seed {
             Some(seed) => {
@@ -95,8 +110,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 (ckpt.config, ckpt.params)
             }
         };
-        let model = Transformer::new(&b, config, &params)?;
-        Trainer::new(&b, model, cfg, data).map_err(|e| match &args.tokens {
+        let model = Transformer::new(b, config, &params)?;
+        Trainer::new(b, model, cfg, data).map_err(|e| match &args.tokens {
             Some(path) => anyhow::Error::new(e).context(format!("{}: tensor `tokens`", path.display())),
             None => e.into(),
         })?
