@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Everything the GPU issues need from an H100, in one device call (about 5 minutes), with
-# every output under $OUT. Here first:
-#   cargo build --release -p v3lab
-#   ../shared/tools/gpu-pack.sh -p v3lab-gpu -p v3lab-conformance
+# Everything the GPU issues need from an H100, in one device call (about 6 minutes), with
+# every output under $OUT. Here first:  bash gpu/experiments/pack.sh
 # then a device run with carry [".gpu-bin"]:  bash gpu/experiments/device-run.sh
 # Afterwards, here: cargo run --release -- fp8 fit --measurements <files_at>/measured.safetensors
 set -u
@@ -28,6 +26,17 @@ for mode in "" "--decode"; do
 done
 .gpu-bin/bin/v3lab logits --checkpoint $ckpt --tokens examples/tokens.safetensors --out "$out/cpu.safetensors" \
   >>"$out/cli.txt" 2>&1; step "logits cpu" $?
+
+# Training on the GPU: the CLI on the training goldens (5 steps, both backends; their
+# metrics side by side), and the smoke ablation end to end on the GPU.
+golden=.gpu-bin/goldens/train-v3-tiny
+for be in cuda cpu; do
+  .gpu-bin/bin/v3lab train --checkpoint $golden --tokens $golden/expected.safetensors --config $golden/train.json \
+    --out "$out/train-$be" --backend $be --quiet >>"$out/train.txt" 2>&1; step "train $be" $?
+done
+paste -d'\n' "$out/train-cuda/metrics.jsonl" "$out/train-cpu/metrics.jsonl" >>"$out/train.txt" 2>&1
+.gpu-bin/bin/ablate-mtp --preset smoke --seeds 1 --backend cuda --cache-dir .gpu-bin/cache \
+  --out "$out/ablate-mtp-smoke-cuda" >>"$out/ablate.txt" 2>&1; step "ablate-mtp smoke cuda" $?
 
 # Issue 3: the FP8 accumulation experiment (fit afterwards, here).
 .gpu-bin/bin/v3lab fp8 probe --out "$out/probe.safetensors" >>"$out/fp8.txt" 2>&1; step "fp8 probe" $?

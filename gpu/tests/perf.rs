@@ -7,8 +7,11 @@
 
 use ndarray::{ArrayD, IxDyn};
 use std::time::Instant;
-use v3lab_gpu::{CudaBackend, Fp8Blocks};
+use v3lab_gpu::{CudaBackend, CudaIndices, Fp8Blocks};
+use v3lab_reference::balance::AuxLoss;
 use v3lab_reference::model::params::{Layout, ParamKind, Params};
+use v3lab_reference::train::objective::{loss_and_grads, Objective};
+use v3lab_reference::train::optim::{clip_coefficient, global_grad_norm, AdamW, AdamWConfig};
 use v3lab_reference::{AttentionImpl, Backend, ModelConfig, Transformer};
 
 /// Median wall time of `f` in seconds over `runs` runs after one warm-up.
@@ -60,7 +63,8 @@ fn models() -> Vec<(&'static str, ModelConfig, [usize; 2])> {
     vec![("ablation d512 L8 E32 k4", ablation, [8, 512]), ("larger d2048 L16 E64 k6", larger, [4, 1024])]
 }
 
-fn forward_row(b: &CudaBackend, name: &str, cfg: &ModelConfig, [batch, seq]: [usize; 2]) -> String {
+/// Random weights scaled as `nn.Linear`'s (1/√fan-in), norms 1, small selection biases.
+fn random_model(b: &CudaBackend, cfg: &ModelConfig) -> Transformer<CudaBackend> {
     let mut state = 0x9e3779b97f4a7c15u64;
     let host: Params<ArrayD<f32>> = Params::shapes(cfg, Layout::default())
         .try_map(|_, kind, shape| {
@@ -71,19 +75,58 @@ fn forward_row(b: &CudaBackend, name: &str, cfg: &ModelConfig, [batch, seq]: [us
             })
         })
         .unwrap_or_else(|never| match never {});
-    let model = Transformer::new(b, cfg.clone(), &host).expect("model on the device");
-    drop(host);
+    Transformer::new(b, cfg.clone(), &host).expect("model on the device")
+}
+
+fn tokens(b: &CudaBackend, cfg: &ModelConfig, [batch, seq]: [usize; 2]) -> CudaIndices {
     let tokens =
         ArrayD::from_shape_fn(IxDyn(&[batch, seq]), |i| ((i[0] * 7919 + i[1] * 104729) % cfg.vocab_size) as i64);
-    let tok = b.upload_indices(tokens.view()).unwrap();
+    b.upload_indices(tokens.view()).unwrap()
+}
+
+fn forward_row(b: &CudaBackend, name: &str, cfg: &ModelConfig, shape: [usize; 2]) -> String {
+    let model = random_model(b, cfg);
+    let tok = tokens(b, cfg, shape);
     let t = time(b, 3, || {
         model.forward(b, &tok, AttentionImpl::Naive).unwrap();
     });
     let t_abs = time(b, 3, || {
         model.forward(b, &tok, AttentionImpl::Absorbed).unwrap();
     });
-    let n = (batch * seq) as f64;
-    format!("| forward {name}, [{batch}, {seq}] | {:.0} tok/s naive, {:.0} tok/s absorbed |", n / t, n / t_abs)
+    let n = (shape[0] * shape[1]) as f64;
+    format!("| forward {name}, {shape:?} | {:.0} tok/s naive, {:.0} tok/s absorbed |", n / t, n / t_abs)
+}
+
+/// One whole training step as the trainer takes it: every loss term with its gradients,
+/// the global norm, clipping and AdamW. Returns the table row and the seconds per step.
+fn train_row(b: &CudaBackend, name: &str, cfg: &ModelConfig, shape: [usize; 2]) -> (String, f64) {
+    let mut model = random_model(b, cfg);
+    let tok = tokens(b, cfg, shape);
+    let obj = Objective { mtp_depth: cfg.n_mtp_layers, mtp_lambda: 0.3, aux: AuxLoss::None, aux_alpha: 0.0 };
+    let adamw = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    let mut opt = AdamW::new(b, adamw, &model.params).unwrap();
+    let t = time(b, 3, || {
+        let (_, grads, _) = loss_and_grads(b, &model, &tok, &obj).unwrap();
+        let scale = clip_coefficient(global_grad_norm(b, &grads).unwrap(), 1.0);
+        opt.update(b, &mut model.params, &grads, 1e-4, scale).unwrap();
+    });
+    let n = (shape[0] * shape[1]) as f64;
+    (format!("| train step {name}, {shape:?} | {:.1} ms, {:.0} tok/s |", t * 1e3, n / t), t)
+}
+
+/// The model of `ablate-* --preset full` (`ablations/src/presets.rs`, `Preset::Full`: dim 512,
+/// 8 layers, 8 heads, 64 experts top-6, byte vocabulary, sequences of 512) with one MTP module.
+fn full_preset() -> ModelConfig {
+    let (dim, heads) = (512, 8);
+    config(serde_json::json!({
+        "vocab_size": 260, "dim": dim, "inter_dim": 3 * dim, "moe_inter_dim": dim / 2,
+        "n_layers": 8, "n_dense_layers": 1, "n_heads": heads,
+        "n_routed_experts": 64, "n_shared_experts": 1, "n_activated_experts": 6,
+        "n_expert_groups": 1, "n_limited_groups": 1, "score_func": "sigmoid", "route_scale": 1.0,
+        "q_lora_rank": dim / 2, "kv_lora_rank": dim / 4, "qk_nope_head_dim": dim / heads,
+        "qk_rope_head_dim": dim / heads / 2, "v_head_dim": dim / heads,
+        "max_seq_len": 512, "original_seq_len": 512, "rms_norm_eps": 1e-6, "n_mtp_layers": 1,
+    }))
 }
 
 fn main() {
@@ -91,7 +134,7 @@ fn main() {
         println!("skipped: set V3LAB_PERF=1 to measure (gpu/PERF.md)");
         return;
     }
-    let models = models(); // configs checked before a device is needed
+    let (models, full) = (models(), full_preset()); // configs checked before a device is needed
     let Some(b) = v3lab_gpu::cuda_or_skip() else { return };
     println!("device: {} (compute capability {:?})", b.device_name(), b.compute_capability());
     println!("| what | result |\n|---|---|");
@@ -146,7 +189,17 @@ fn main() {
         );
     }
 
-    for (name, cfg, shape) in models {
-        println!("{}", forward_row(&b, name, &cfg, shape));
+    for (name, cfg, shape) in &models {
+        println!("{}", forward_row(&b, name, cfg, *shape));
     }
+    let (row, _) = train_row(&b, models[0].0, &models[0].1, models[0].2);
+    println!("{row}");
+    let (row, step) = train_row(&b, "ablate full preset + MTP", &full, [16, 512]);
+    println!("{row}");
+    // ablate-mtp --preset full: 20,000 steps × 2 variants × 3 seeds (the baseline, without
+    // MTP, costs a little less than this step).
+    println!(
+        "| ablate-mtp --preset full, training only | ≈ {:.1} h (120,000 steps at most this long) |",
+        step * 120_000.0 / 3600.0
+    );
 }
