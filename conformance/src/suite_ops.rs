@@ -161,16 +161,21 @@ pub fn check_norm_swiglu<B: Backend>(b: &B) {
     assert!(b.rms_norm_forward(&up(b, &x), &up(b, &w), 1e-6).is_err(), "{}: rows of width 0 must fail", b.name());
 }
 
-/// Rotary embedding on interleaved pairs at several start positions.
+/// Rotary embedding on interleaved pairs at several start positions, forward and backward.
 pub fn check_rope<B: Backend>(b: &B) {
     let mut rng = rng_for("rope");
     for (bsz, seq, heads, r, t, start) in [(1, 1, 1, 2, 1, 0), (2, 5, 3, 8, 9, 4), (1, 33, 16, 64, 40, 7)] {
         let x = rand_array(&mut rng, &[bsz, seq, heads, r]);
         let angles = rand_array(&mut rng, &[t, r / 2]).mapv(|a| 3.0 * a);
         let (cos, sin) = (angles.mapv(f32::cos), angles.mapv(f32::sin));
+        let (xb, cos_b, sin_b) = (up(b, &x), up(b, &cos), up(b, &sin));
+        let tag = format!("rope [{bsz},{seq},{heads},{r}] at {start}");
         let want = CPU.rope_forward(&x, &cos, &sin, start).unwrap();
-        let got = b.rope_forward(&up(b, &x), &up(b, &cos), &up(b, &sin), start).unwrap();
-        expect_close(b, &format!("rope [{bsz},{seq},{heads},{r}] at {start}"), &got, &want, F32_ELEMENTWISE);
+        expect_close(b, &tag, &b.rope_forward(&xb, &cos_b, &sin_b, start).unwrap(), &want, F32_ELEMENTWISE);
+        // The backward: the transposed rotation, here applied to x as the incoming gradient.
+        let want = CPU.rope_backward(&x, &cos, &sin, start).unwrap();
+        let got = b.rope_backward(&xb, &cos_b, &sin_b, start).unwrap();
+        expect_close(b, &format!("{tag} backward"), &got, &want, F32_ELEMENTWISE);
     }
 }
 

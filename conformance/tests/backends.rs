@@ -17,6 +17,7 @@ conformance_tests! {
     norm_swiglu: check_norm_swiglu, Fault::RmsNorm;
     norm_swiglu_act: check_norm_swiglu, Fault::Swiglu;
     rope: check_rope, Fault::Rope;
+    rope_backward: check_rope, Fault::RopeBackward;
     embedding_rows: check_embedding_rows, Fault::Embedding;
     embedding_rows_scatter: check_embedding_rows, Fault::ScatterAdd;
     attention: check_attention, Fault::Attention;
@@ -29,7 +30,6 @@ conformance_tests! {
     goldens: check_goldens, Fault::RmsNorm;
     norm_act_backward: check_norm_act_backward, Fault::RmsNormBackward;
     norm_act_backward_swiglu: check_norm_act_backward, Fault::SwigluBackward;
-    norm_act_backward_rope: check_norm_act_backward, Fault::RopeBackward;
     embedding_loss: check_embedding_loss, Fault::EmbeddingBackward;
     embedding_loss_ce: check_embedding_loss, Fault::CrossEntropy;
     attention_backward: check_attention_backward, Fault::AttentionBackward;
