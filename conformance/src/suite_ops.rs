@@ -212,25 +212,37 @@ pub fn check_embedding_rows<B: Backend>(b: &B) {
 }
 
 /// Causal attention with an offset (prefill, chunked prefill and decode shapes; key counts
-/// above and below the kernel's 64-key tile; widths from 1 to 192), output and LSE.
+/// above and below the kernel's 64-key tile; widths from 1 to 192; keys that no query sees),
+/// output and LSE, then the backward (dq, dk, dv) from them.
 pub fn check_attention<B: Backend>(b: &B) {
     let mut rng = rng_for("attention");
     for (bsz, seq, heads, keys, dk, dv, off) in [
         (1, 1, 1, 1, 1, 1, 0),
         (2, 5, 3, 5, 16, 12, 0),
         (2, 3, 4, 70, 33, 20, 67),
+        (2, 3, 4, 70, 33, 20, 60),
         (1, 130, 2, 130, 64, 32, 0),
         (1, 1, 16, 300, 192, 128, 299),
+        (1, 4, 16, 300, 192, 128, 296),
     ] {
         let q = rand_array(&mut rng, &[bsz, seq, heads, dk]).mapv(|v| 2.0 * v);
         let k = rand_array(&mut rng, &[bsz, keys, heads, dk]);
         let v = rand_array(&mut rng, &[bsz, keys, heads, dv]);
         let scale = 1.0 / (dk as f32).sqrt();
         let (want, want_lse) = CPU.attention_forward(&q, &k, &v, scale, off).unwrap();
-        let (got, got_lse) = b.attention_forward(&up(b, &q), &up(b, &k), &up(b, &v), scale, off).unwrap();
+        let (qb, kb, vb) = (up(b, &q), up(b, &k), up(b, &v));
+        let (got, got_lse) = b.attention_forward(&qb, &kb, &vb, scale, off).unwrap();
         let tag = format!("attention q [{bsz},{seq},{heads},{dk}] T {keys} dv {dv} offset {off}");
         expect_close(b, &tag, &got, &want, F32_REDUCTION);
         expect_close(b, &format!("{tag} lse"), &got_lse, &want_lse, F32_REDUCTION);
+
+        let dout = rand_array(&mut rng, &[bsz, seq, heads, dv]);
+        let grads = CPU.attention_backward(&q, &k, &v, &want, &want_lse, &dout, scale, off).unwrap();
+        let (ob, lb, db) = (up(b, &want), up(b, &want_lse), up(b, &dout));
+        let got = b.attention_backward(&qb, &kb, &vb, &ob, &lb, &db, scale, off).unwrap();
+        for (name, got, want) in [("dq", &got.0, &grads.0), ("dk", &got.1, &grads.1), ("dv", &got.2, &grads.2)] {
+            expect_close(b, &format!("{tag} backward {name}"), got, want, F32_REDUCTION);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
-//! Conformance checks of training: each backward primitive (next to the forward it
-//! differentiates), the loss, the optimizer, and then a whole training step (every loss
-//! term, every gradient, the parameters after AdamW) on a random model with MTP and a
-//! balance loss, each against [`CpuBackend`].
+//! Conformance checks of training: the backward primitives not checked beside their forward
+//! (rotary's and attention's are, in `suite_ops`), the loss, the optimizer, and then a
+//! whole training step (every loss term, every gradient, the parameters after AdamW) on a
+//! random model with MTP and a balance loss, each against [`CpuBackend`].
 
 use crate::suite::{expect_close, expect_indices, rand_array, rng_for, up, up_idx};
 use crate::suite_model::{random_config, random_params};
@@ -73,34 +73,6 @@ pub fn check_embedding_loss<B: Backend>(b: &B) {
     assert!(outcome.is_err(), "{}: cross_entropy with target 5 of 5 must fail", b.name());
     let ok = b.cross_entropy_forward(&up(b, &logits), &up_idx(b, &bad.mapv(|t| t % 5)));
     assert!(ok.and_then(|(_, t)| b.download(&t)).is_ok(), "{}: an error must not outlive its report", b.name());
-}
-
-/// Attention's backward at the forward check's shapes: prefill, a chunk at an offset (keys
-/// that no query sees get zero gradients), key counts above the 64-key tile, dk ≠ dv.
-pub fn check_attention_backward<B: Backend>(b: &B) {
-    let mut rng = rng_for("attention_backward");
-    for (bsz, seq, heads, keys, dk, dv, off) in [
-        (1, 1, 1, 1, 1, 1, 0),
-        (2, 5, 3, 5, 16, 12, 0),
-        (2, 3, 4, 70, 33, 20, 60),
-        (1, 130, 2, 130, 64, 32, 0),
-        (1, 4, 16, 300, 192, 128, 296),
-    ] {
-        let q = rand_array(&mut rng, &[bsz, seq, heads, dk]).mapv(|v| 2.0 * v);
-        let k = rand_array(&mut rng, &[bsz, keys, heads, dk]);
-        let v = rand_array(&mut rng, &[bsz, keys, heads, dv]);
-        let dout = rand_array(&mut rng, &[bsz, seq, heads, dv]);
-        let scale = 1.0 / (dk as f32).sqrt();
-        let (out, lse) = CPU.attention_forward(&q, &k, &v, scale, off).unwrap();
-        let want = CPU.attention_backward(&q, &k, &v, &out, &lse, &dout, scale, off).unwrap();
-        let on_b = [&q, &k, &v, &out, &lse, &dout].map(|t| up(b, t));
-        let [qb, kb, vb, ob, lb, db] = &on_b;
-        let got = b.attention_backward(qb, kb, vb, ob, lb, db, scale, off).unwrap();
-        let tag = format!("attention_backward q [{bsz},{seq},{heads},{dk}] T {keys} dv {dv} offset {off}");
-        expect_close(b, &format!("{tag} dq"), &got.0, &want.0, F32_REDUCTION);
-        expect_close(b, &format!("{tag} dk"), &got.1, &want.1, F32_REDUCTION);
-        expect_close(b, &format!("{tag} dv"), &got.2, &want.2, F32_REDUCTION);
-    }
 }
 
 /// The gate's backward: V3 (sigmoid, normalised) with a balance loss's `dscores`, V2

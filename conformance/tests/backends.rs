@@ -21,6 +21,7 @@ conformance_tests! {
     embedding_rows: check_embedding_rows, Fault::Embedding;
     embedding_rows_scatter: check_embedding_rows, Fault::ScatterAdd;
     attention: check_attention, Fault::Attention;
+    attention_backward: check_attention, Fault::AttentionBackward;
     latent_attention: check_latent_attention, Fault::LatentAttention;
     route: check_route, Fault::RouteIndices;
     dispatch: check_dispatch, Fault::Dispatch;
@@ -32,7 +33,6 @@ conformance_tests! {
     norm_act_backward_swiglu: check_norm_act_backward, Fault::SwigluBackward;
     embedding_loss: check_embedding_loss, Fault::EmbeddingBackward;
     embedding_loss_ce: check_embedding_loss, Fault::CrossEntropy;
-    attention_backward: check_attention_backward, Fault::AttentionBackward;
     route_backward: check_route_backward, Fault::RouteBackward;
     optimizer: check_optimizer, Fault::AdamW;
     optimizer_sum_squares: check_optimizer, Fault::SumSquares;
