@@ -115,7 +115,7 @@ impl CudaBackend {
         sin: &CudaTensor,
         start_pos: usize,
     ) -> Result<CudaTensor> {
-        self.rope_f32(x, cos, sin, start_pos, "rope_forward")
+        self.rope_f32(x, cos, sin, start_pos, "rope_forward", "rope_forward_f32")
     }
 
     /// The transposed rotation (angle −θ) applied to `dy`.
@@ -126,10 +126,10 @@ impl CudaBackend {
         sin: &CudaTensor,
         start_pos: usize,
     ) -> Result<CudaTensor> {
-        self.rope_f32(dy, cos, sin, start_pos, "rope_backward")
+        self.rope_f32(dy, cos, sin, start_pos, "rope_backward", "rope_backward_f32")
     }
 
-    /// `op` is "rope_forward" or "rope_backward"; the kernel is `{op}_f32`.
+    /// Either direction: `op` names it in errors, `kernel` is its entry point.
     fn rope_f32(
         &self,
         x: &CudaTensor,
@@ -137,6 +137,7 @@ impl CudaBackend {
         sin: &CudaTensor,
         start_pos: usize,
         op: &'static str,
+        kernel: &'static str,
     ) -> Result<CudaTensor> {
         let &[_, seq, heads, width] = x.shape.as_slice() else {
             return Err(Error::shape(op, format!("x must be [B, S, H, R], got {:?}", x.shape)));
@@ -150,7 +151,6 @@ impl CudaBackend {
         let pairs = x.len() / 2;
         let mut out = self.alloc(x.len())?;
         if pairs > 0 {
-            let kernel = if op == "rope_forward" { "rope_forward_f32" } else { "rope_backward_f32" };
             let f = self.func(Module::Rope, kernel)?;
             let args = [seq as i64, heads as i64, half as i64, start_pos as i64, pairs as i64];
             let mut launch = self.stream.launch_builder(&f);

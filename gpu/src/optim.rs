@@ -11,9 +11,9 @@ const SUMSQ_THREADS: u32 = 256;
 const SUMSQ_MAX_BLOCKS: usize = 1024;
 
 impl CudaBackend {
-    /// One AdamW update in place; the scalars are formed in f64 on the host exactly as the
-    /// CPU reference forms them, and the kernel applies them in the CPU's order, rounding
-    /// every operation (see `kernels/optim.cu`).
+    /// One AdamW update in place with the CPU reference's coefficients
+    /// ([`AdamWStep::coefficients`], rounded to f32), applied in the CPU's order with every
+    /// operation rounded (see `kernels/optim.cu`).
     pub(crate) fn adamw_step_f32(
         &self,
         param: &mut CudaTensor,
@@ -32,15 +32,14 @@ impl CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        let t = h.step.max(1) as i32;
-        let (lr, b1, b2) = (f64::from(h.lr), f64::from(h.beta1), f64::from(h.beta2));
+        let c = h.coefficients();
         let scalars = [
-            (1.0 - lr * f64::from(h.weight_decay)) as f32,
-            (lr / (1.0 - b1.powi(t))) as f32,
-            (1.0 - b2.powi(t)).sqrt() as f32,
-            (1.0 - b1) as f32,
+            c.decay as f32,
+            c.step_size as f32,
+            c.bc2_sqrt as f32,
+            c.one_minus_beta1 as f32,
             h.beta2,
-            (1.0 - b2) as f32,
+            c.one_minus_beta2 as f32,
             h.grad_scale,
             h.eps,
         ];

@@ -88,6 +88,36 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
+/// The coefficients of one AdamW update, formed in f64 from an [`AdamWStep`]; each backend
+/// rounds them once to its precision, so every backend applies the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWCoefficients {
+    /// `1 − lr·wd`, multiplying the parameter first.
+    pub decay: f64,
+    /// `lr / (1 − β1ᵗ)`.
+    pub step_size: f64,
+    /// `√(1 − β2ᵗ)`, dividing `√v`.
+    pub bc2_sqrt: f64,
+    /// `1 − β1`, the first moment's weight of the new gradient.
+    pub one_minus_beta1: f64,
+    /// `1 − β2`, the second moment's weight of the new squared gradient.
+    pub one_minus_beta2: f64,
+}
+
+impl AdamWStep {
+    pub fn coefficients(&self) -> AdamWCoefficients {
+        let t = self.step.max(1) as i32;
+        let (lr, b1, b2) = (f64::from(self.lr), f64::from(self.beta1), f64::from(self.beta2));
+        AdamWCoefficients {
+            decay: 1.0 - lr * f64::from(self.weight_decay),
+            step_size: lr / (1.0 - b1.powi(t)),
+            bc2_sqrt: (1.0 - b2.powi(t)).sqrt(),
+            one_minus_beta1: 1.0 - b1,
+            one_minus_beta2: 1.0 - b2,
+        }
+    }
+}
+
 /// Every operation v3lab's model code needs. The CPU backend is the executable
 /// specification; other backends are held to it by `v3lab-conformance`.
 pub trait Backend: Send + Sync + Sized + 'static {

@@ -7,7 +7,8 @@ use crate::error::Result;
 use ndarray::{ArrayD, Zip};
 
 /// One AdamW update in place, as `torch.optim.AdamW`'s single-tensor path (see
-/// [`crate::Backend::adamw_step`]); scalars are formed in f64, then cast to `F`.
+/// [`crate::Backend::adamw_step`]); scalars are formed in f64 ([`AdamWStep::coefficients`]),
+/// then cast to `F`.
 pub(super) fn adamw_step<F: CpuFloat>(
     param: &mut ArrayD<F>,
     m: &mut ArrayD<F>,
@@ -21,12 +22,9 @@ pub(super) fn adamw_step<F: CpuFloat>(
             format!("param {:?}, m {:?}, v {:?}, grad {:?}", param.shape(), m.shape(), v.shape(), grad.shape()),
         ));
     }
-    let t = h.step.max(1) as i32;
-    let (lr, b1, b2) = (f64::from(h.lr), f64::from(h.beta1), f64::from(h.beta2));
-    let decay = F::of_f64(1.0 - lr * f64::from(h.weight_decay));
-    let step_size = F::of_f64(lr / (1.0 - b1.powi(t)));
-    let bc2_sqrt = F::of_f64((1.0 - b2.powi(t)).sqrt());
-    let (w1, b2f, w2) = (F::of_f64(1.0 - b1), F::of_f32(h.beta2), F::of_f64(1.0 - b2));
+    let c = h.coefficients();
+    let (decay, step_size, bc2_sqrt) = (F::of_f64(c.decay), F::of_f64(c.step_size), F::of_f64(c.bc2_sqrt));
+    let (w1, b2f, w2) = (F::of_f64(c.one_minus_beta1), F::of_f32(h.beta2), F::of_f64(c.one_minus_beta2));
     let (scale, eps) = (F::of_f32(h.grad_scale), F::of_f32(h.eps));
     Zip::from(param).and(m).and(v).and(grad).par_for_each(|p, m, v, &g| {
         let g = g * scale;
