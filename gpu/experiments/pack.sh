@@ -10,7 +10,9 @@ cargo build --release -p v3lab -p v3lab-ablations --bins
 rm -f .gpu-bin/bin/ablate-aux-free .gpu-bin/bin/ablate-balance-scope
 strip .gpu-bin/bin/v3lab .gpu-bin/bin/ablate-mtp
 # The smoke preset's corpus: the device machine has no cargo registry to assemble it from.
-cargo run --release -q --bin ablate-mtp -- --preset smoke --seeds 1 --out target/pack-smoke >/dev/null 2>&1
+# A one-step smoke run assembles and caches it here, only where it is not cached yet.
+corpus=target/v3lab-cache/corpus-seed0-150000b-val5.jsonl
+[[ -f $corpus ]] || ./target/release/ablate-mtp --preset smoke --seeds 1 --steps 1 --out target/pack-smoke >/dev/null
 mkdir -p .gpu-bin/cache
-cp target/v3lab-cache/corpus-seed0-150000b-val5.jsonl .gpu-bin/cache/
+cp "$corpus" .gpu-bin/cache/
 echo ".gpu-bin: $(du -sm .gpu-bin | cut -f1) MiB (at most 64 may travel)"
