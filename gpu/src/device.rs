@@ -154,6 +154,13 @@ impl CudaBackend {
         &self.device_name
     }
 
+    /// Whether the "device" is v3lab's CUDA emulator (`gpu/emu/`), which runs the kernels
+    /// on the CPU to check them: its results are checks of logic, never of the hardware's
+    /// numerics, and its timings mean nothing.
+    pub fn is_emulator(&self) -> bool {
+        self.device_name.starts_with("v3lab CUDA emulator")
+    }
+
     /// (major, minor); (9, 0) on Hopper.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability

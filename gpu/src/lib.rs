@@ -14,7 +14,9 @@
 //!   inherent methods of [`CudaBackend`] (no `Backend` counterpart yet);
 //! - `backend`: `impl Backend for CudaBackend`, delegating to the above.
 //!
-//! Nothing in this crate has run on a GPU yet; see `gpu/PERF.md` for what has.
+//! Nothing in this crate has run on a GPU yet; every kernel has run on the CPU under the
+//! emulator of `gpu/emu/` (stand-ins for libcuda, libnvrtc and libcublas, which the
+//! dynamic loading picks up through `LD_LIBRARY_PATH`). See `gpu/PERF.md` for what has run.
 
 mod attention;
 mod backend;

@@ -136,6 +136,10 @@ fn main() {
     }
     let (models, full) = (models(), full_preset()); // configs checked before a device is needed
     let Some(b) = v3lab_gpu::cuda_or_skip() else { return };
+    if b.is_emulator() {
+        println!("skipped: {} runs kernels on the CPU; its timings mean nothing", b.device_name());
+        return;
+    }
     println!("device: {} (compute capability {:?})", b.device_name(), b.compute_capability());
     println!("| what | result |\n|---|---|");
 
