@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <setjmp.h>
@@ -77,9 +78,15 @@ struct Block {
     jmp_buf scheduler;
     const std::function<void()>* body = nullptr;
     std::string* error = nullptr;  // the launch's first error, set once
+    // Run warps and lanes last to first (V3LAB_CUDA_EMU_ORDER=reverse): a kernel whose
+    // result depends on the order threads run between barriers has a race.
+    bool reverse = false;
+    uint64_t generation = 0;  // unique per block run: when static shared memory is fresh
 };
 
 inline thread_local Block* g_block = nullptr;
+// Counts block runs, so that each has its own generation.
+inline std::atomic<uint64_t> g_block_generation{0};
 
 inline void fail(const std::string& what) {
     Block* b = g_block;
@@ -135,6 +142,15 @@ inline void give_stacks(Stacks* s) {
     g_stacks_pool.push_back(s);
 }
 
+// Under AddressSanitizer a fiber abandoned at its end leaves its frames' redzones poisoned;
+// a fresh fiber on that stack starts clean.
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" void __asan_unpoison_memory_region(void const volatile*, size_t);
+inline void unpoison_stack(void* p, size_t n) { __asan_unpoison_memory_region(p, n); }
+#else
+inline void unpoison_stack(void*, size_t) {}
+#endif
+
 // Runs one block to completion; false (with the error set) on divergence.
 inline bool run_block(Block& b, Stacks& stacks) {
     const unsigned n = b.block.x * b.block.y * b.block.z;
@@ -155,6 +171,7 @@ inline bool run_block(Block& b, Stacks& stacks) {
         f.start->uc_stack.ss_size = Stacks::kBytes;
         f.start->uc_link = nullptr;
         makecontext(f.start, fiber_main, 0);
+        unpoison_stack(stacks.stacks[t], Stacks::kBytes);
     }
     const unsigned warps = (n + 31) / 32;
     auto run = [&](Fiber& f) {
@@ -169,11 +186,14 @@ inline bool run_block(Block& b, Stacks& stacks) {
         // Warp by warp: run the lanes until each waits at __syncthreads or has exited,
         // releasing the warp whenever all its live lanes wait in a warp operation.
         bool any_live = false;
-        for (unsigned w = 0; w < warps; ++w) {
+        for (unsigned i = 0; i < warps; ++i) {
+            const unsigned w = b.reverse ? warps - 1 - i : i;
             const unsigned first = w * 32, end = std::min(n, first + 32);
             for (;;) {
-                for (unsigned t = first; t < end; ++t)
+                for (unsigned j = first; j < end; ++j) {
+                    const unsigned t = b.reverse ? end - 1 - (j - first) : j;
                     if (b.fibers[t].state == State::Ready) run(b.fibers[t]);
+                }
                 b.current = nullptr;
                 unsigned at_warp = 0, at_block = 0;
                 for (unsigned t = first; t < end; ++t) {
@@ -243,11 +263,14 @@ inline std::string run_grid(dim3 grid, dim3 block, size_t dyn_shared_bytes, cons
         b.body = &body;
         b.error = &errors[w];
         b.dyn_shared = dyn.data();
+        const char* order = getenv("V3LAB_CUDA_EMU_ORDER");
+        b.reverse = order && strcmp(order, "reverse") == 0;
         g_block = &b;
         for (uint64_t i = next++; i < blocks && errors[w].empty(); i = next++) {
             b.block_idx = uint3{(unsigned)(i % grid.x), (unsigned)((i / grid.x) % grid.y), (unsigned)(i / ((uint64_t)grid.x * grid.y))};
             // Dynamic shared memory starts as garbage on the hardware: NaN here, so that a
             // read before a write shows.
+            b.generation = ++g_block_generation;
             memset(dyn.data(), 0xff, dyn_shared_bytes);
             memset(dyn.data() + dyn_shared_bytes, 0xa5, kGuard);
             run_block(b, *stacks);
@@ -283,6 +306,15 @@ std::function<void()> bind_args(void (*kernel)(Args...), void** params) {
 }
 
 inline unsigned char* dyn_shared() { return g_block->dyn_shared; }
+
+// Fills a static shared array with 0xff bytes the first time a block reaches its
+// declaration (the emulated NVRTC inserts the call after each one).
+inline void fresh_shared(void* p, size_t bytes, uint64_t* stamp) {
+    if (*stamp != g_block->generation) {
+        memset(p, 0xff, bytes);
+        *stamp = g_block->generation;
+    }
+}
 
 // One warp exchange: every live lane of the warp publishes `bits`, then reads lane `src`'s.
 inline uint64_t exchange(uint64_t bits, unsigned src, bool* src_ok) {
@@ -338,6 +370,9 @@ T shuffle(T v, unsigned src, const char* op) {
 #define blockDim (v3emu::g_block->block)
 #define gridDim (v3emu::g_block->grid)
 #define warpSize 32
+#define V3EMU_FRESH_SHARED(name)                        \
+    static thread_local uint64_t name##_v3emu_stamp = 0; \
+    v3emu::fresh_shared(&name, sizeof name, &name##_v3emu_stamp);
 
 inline void __syncthreads() { v3emu::yield_as(v3emu::State::BlockBarrier); }
 inline void __syncwarp(unsigned = 0xffffffffu) {

@@ -37,7 +37,6 @@ enum : int {
     INVALID_VALUE = 1,
     OUT_OF_MEMORY = 2,
     INVALID_IMAGE = 200,
-    INVALID_HANDLE = 400,
     NOT_FOUND = 500,
     ILLEGAL_ADDRESS = 700,
     LAUNCH_FAILED = 719,
@@ -70,10 +69,29 @@ const Allocation* find(uint64_t ptr, size_t bytes, uint64_t* start) {
     return &it->second;
 }
 
+// AddressSanitizer's poisoning, when libasan is loaded (V3LAB_CUDA_EMU_ASAN=1): the guard
+// bytes become unreadable to instrumented kernels, so an out-of-bounds read is reported
+// with the kernel's source line. Without it, these are no-ops.
+typedef void (*PoisonFn)(const volatile void*, size_t);
+PoisonFn asan_fn(const char* name) { return reinterpret_cast<PoisonFn>(dlsym(RTLD_DEFAULT, name)); }
+void poison(const void* p, size_t n) {
+    static PoisonFn f = asan_fn("__asan_poison_memory_region");
+    if (f) f(p, n);
+}
+void unpoison(const void* p, size_t n) {
+    static PoisonFn f = asan_fn("__asan_unpoison_memory_region");
+    if (f) f(p, n);
+}
+
 bool guards_intact(const Allocation& a) {
+    unpoison(a.raw, kGuard);
+    unpoison(a.raw + kGuard + a.bytes, kGuard);
+    bool intact = true;
     for (size_t i = 0; i < kGuard; ++i)
-        if (a.raw[i] != kGuardByte || a.raw[kGuard + a.bytes + i] != kGuardByte) return false;
-    return true;
+        intact &= a.raw[i] == kGuardByte && a.raw[kGuard + a.bytes + i] == kGuardByte;
+    poison(a.raw, kGuard);
+    poison(a.raw + kGuard + a.bytes, kGuard);
+    return intact;
 }
 
 CUresult check_range(uint64_t ptr, size_t bytes, const char* what) {
@@ -115,6 +133,27 @@ const int g_stats_registered = atexit(print_stats);
 unsigned workers() {
     if (const char* s = getenv("V3LAB_CUDA_EMU_THREADS")) return (unsigned)std::max(1, atoi(s));
     return std::max(1u, std::thread::hardware_concurrency());
+}
+
+struct ErrorText {
+    CUresult code;
+    const char* name;
+    const char* description;
+};
+const ErrorText& error_text(CUresult code) {
+    static const ErrorText table[] = {
+        {OK, "CUDA_SUCCESS", "no error"},
+        {INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument (see the emulator's message on stderr)"},
+        {OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+        {INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "invalid module image"},
+        {NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+        {ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS", "illegal memory access (see the emulator's message on stderr)"},
+        {LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "kernel failed in the emulator (see its message on stderr)"},
+        {-1, "CUDA_ERROR_UNKNOWN", "unknown error"},
+    };
+    for (const ErrorText& e : table)
+        if (e.code == code) return e;
+    return table[sizeof table / sizeof table[0] - 1];
 }
 
 double now_ms() {
@@ -214,6 +253,8 @@ CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     memset(raw, kGuardByte, kGuard);
     memset(raw + kGuard, 0xff, bytes);
     memset(raw + kGuard + bytes, kGuardByte, kGuard);
+    poison(raw, kGuard);
+    poison(raw + kGuard + bytes, kGuard);
     *ptr = (CUdeviceptr)(uintptr_t)(raw + kGuard);
     std::lock_guard<std::mutex> lock(g_mutex);
     g_allocations[*ptr] = Allocation{raw, bytes};
@@ -228,6 +269,7 @@ CUresult cuMemFree_v2(CUdeviceptr ptr) {
         return INVALID_VALUE;
     }
     if (!guards_intact(it->second)) report("an allocation's guard bytes were overwritten before it was freed");
+    unpoison(it->second.raw, it->second.bytes + 2 * kGuard);
     free(it->second.raw);
     g_allocations.erase(it);
     return OK;
@@ -361,29 +403,11 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
 }
 
 CUresult cuGetErrorString(CUresult code, const char** s) {
-    switch (code) {
-        case OK: *s = "no error"; break;
-        case INVALID_VALUE: *s = "invalid argument (see the emulator's message on stderr)"; break;
-        case OUT_OF_MEMORY: *s = "out of memory"; break;
-        case INVALID_IMAGE: *s = "invalid module image"; break;
-        case NOT_FOUND: *s = "named symbol not found"; break;
-        case ILLEGAL_ADDRESS: *s = "illegal memory access (see the emulator's message on stderr)"; break;
-        case LAUNCH_FAILED: *s = "kernel failed in the emulator (see its message on stderr)"; break;
-        default: *s = "unknown error";
-    }
+    *s = error_text(code).description;
     return OK;
 }
 CUresult cuGetErrorName(CUresult code, const char** s) {
-    switch (code) {
-        case OK: *s = "CUDA_SUCCESS"; break;
-        case INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
-        case OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
-        case INVALID_IMAGE: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
-        case NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
-        case ILLEGAL_ADDRESS: *s = "CUDA_ERROR_ILLEGAL_ADDRESS"; break;
-        case LAUNCH_FAILED: *s = "CUDA_ERROR_LAUNCH_FAILED"; break;
-        default: *s = "CUDA_ERROR_UNKNOWN";
-    }
+    *s = error_text(code).name;
     return OK;
 }
 

@@ -47,6 +47,14 @@ std::string rewrite_dynamic_shared(const std::string& src) {
     return std::regex_replace(src, decl, "\n#define $2 (($1*)v3emu::dyn_shared())\n");
 }
 
+// A static `__shared__` array is one per OS thread in the emulator, so it would keep the
+// previous block's values; each declaration is followed by a statement that fills it with
+// 0xff bytes (NaN) once per block, as stale as the hardware's and louder.
+std::string fresh_static_shared(const std::string& src) {
+    static const std::regex decl(R"(__shared__\s+([\w\s]+?)\s+(\w+)\s*((?:\[[^\]]*\]\s*)*);)");
+    return std::regex_replace(src, decl, "__shared__ $1 $2$3; V3EMU_FRESH_SHARED($2)");
+}
+
 std::string entry_points(const std::string& src) {
     static const std::regex kernel(R"(extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\()");
     std::string out;
@@ -63,8 +71,12 @@ nvrtcResult compile(Program& p) {
         p.log = "v3lab CUDA emulator: " + header + " is missing (run gpu/emu/build.sh)";
         return NVRTC_ERROR_COMPILATION;
     }
-    const std::string unit = rewrite_dynamic_shared(p.source) + "\n" + entry_points(p.source);
-    const std::string flags = "-std=c++17 -O2 -g -fPIC -shared -pthread -ffp-contract=off -fno-fast-math -U_FORTIFY_SOURCE -w";
+    const std::string unit = fresh_static_shared(rewrite_dynamic_shared(p.source)) + "\n" + entry_points(p.source);
+    std::string flags = "-std=c++17 -O2 -g -fPIC -shared -pthread -ffp-contract=off -fno-fast-math -U_FORTIFY_SOURCE -w";
+    // With AddressSanitizer (libasan preloaded, see build.sh) the driver poisons every
+    // buffer's guard bytes, so that a kernel's out-of-bounds *read* is reported too.
+    if (const char* asan = getenv("V3LAB_CUDA_EMU_ASAN"); asan && strcmp(asan, "1") == 0)
+        flags += " -fsanitize=address -fno-omit-frame-pointer";
     const size_t key = std::hash<std::string>{}(header_text + '\0' + unit + '\0' + flags);
     const char* env = getenv("V3LAB_CUDA_EMU_CACHE");
     const std::string cache = env ? env : "/tmp/v3lab-cuda-emu-" + std::to_string(getuid());

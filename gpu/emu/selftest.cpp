@@ -59,6 +59,13 @@ extern "C" __global__ void reverse(float* out, const float* x, int n) {
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = buf[n - 1 - i];
 }
+// Bug: a race. Each thread reads its neighbour's shared value with no barrier between
+// the write and the read; right only if the threads happen to run in index order.
+extern "C" __global__ void racy_neighbour(float* out) {
+    __shared__ float s[64];
+    s[threadIdx.x] = (float)threadIdx.x;
+    out[threadIdx.x] = threadIdx.x ? s[threadIdx.x - 1] : 0.0f;
+}
 // Bug: writes one element past its output.
 extern "C" __global__ void write_past_end(float* out, i64 n) {
     for (i64 i = threadIdx.x; i <= n; i += blockDim.x) out[i] = 1.0f;
@@ -160,6 +167,24 @@ int main() {
         for (int i = 0; i < 100; ++i) ok &= out[i] == (float)(99 - i);
         check(ok, "reverse through dynamic shared memory");
         cuMemFree_v2(dx);
+        cuMemFree_v2(dout);
+    }
+    {  // the race: hidden in index order, shown when warps and lanes run last to first
+        CUdeviceptr dout = alloc(64 * 4);
+        void* args[] = {&dout};
+        auto neighbours_right = [&](const char* order) {
+            setenv("V3LAB_CUDA_EMU_ORDER", order, 1);
+            float got[64];
+            cuLaunchKernel(fn("racy_neighbour"), 1, 1, 1, 64, 1, 1, 0, nullptr, args, nullptr);
+            cuMemcpyDtoH_v2(got, dout, sizeof got);
+            bool right = true;
+            for (int i = 1; i < 64; ++i) right &= got[i] == (float)(i - 1);
+            return right;
+        };
+        const bool forward = neighbours_right("forward");
+        const bool reverse = neighbours_right("reverse");
+        unsetenv("V3LAB_CUDA_EMU_ORDER");
+        check(forward && !reverse, "a race between threads shows in reverse order");
         cuMemFree_v2(dout);
     }
     // Each bug must be reported, as an error of the launch.
