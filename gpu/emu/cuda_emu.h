@@ -55,7 +55,7 @@ struct Fiber {
     jmp_buf resume;
     bool started;
     uint3 idx;
-    unsigned linear, lane, warp;
+    unsigned lane, warp;
     State state;
     unsigned shuffle_round;  // how many warp exchanges this thread has made
     unsigned barriers;       // how many __syncthreads it has passed
@@ -151,15 +151,14 @@ inline void unpoison_stack(void* p, size_t n) { __asan_unpoison_memory_region(p,
 inline void unpoison_stack(void*, size_t) {}
 #endif
 
-// Runs one block to completion; false (with the error set) on divergence.
-inline bool run_block(Block& b, Stacks& stacks) {
+// Runs one block to completion, or until a divergence, which sets the launch's error.
+inline void run_block(Block& b, Stacks& stacks) {
     const unsigned n = b.block.x * b.block.y * b.block.z;
     b.fibers.resize(n);
     b.slots.assign(((n + 31) / 32) * 32, Slot{0, 0, false});
     for (unsigned t = 0; t < n; ++t) {
         Fiber& f = b.fibers[t];
         f.idx = uint3{t % b.block.x, (t / b.block.x) % b.block.y, t / (b.block.x * b.block.y)};
-        f.linear = t;
         f.lane = t % 32;
         f.warp = t / 32;
         f.state = State::Ready;
@@ -208,7 +207,7 @@ inline bool run_block(Block& b, Stacks& stacks) {
                     b.current = &b.fibers[first];
                     fail("barrier divergence: in warp " + std::to_string(w) + ", " + std::to_string(at_warp) +
                          " lanes wait in a warp operation and " + std::to_string(at_block) + " at __syncthreads");
-                    return false;
+                    return;
                 }
                 for (unsigned t = first; t < end; ++t)
                     if (b.fibers[t].state == State::WarpBarrier) b.fibers[t].state = State::Ready;
@@ -222,9 +221,9 @@ inline bool run_block(Block& b, Stacks& stacks) {
                     b.current = &f;
                     fail("__syncthreads in divergent code: this thread passed " + std::to_string(f.barriers) +
                          " barriers, thread 0 passed " + std::to_string(b.fibers[0].barriers));
-                    return false;
+                    return;
                 }
-            return true;
+            return;
         }
         unsigned waiting = 0;
         for (auto& f : b.fibers)
@@ -234,7 +233,7 @@ inline bool run_block(Block& b, Stacks& stacks) {
                 b.current = &f;
                 fail("__syncthreads in divergent code: this thread exited after " + std::to_string(f.barriers) +
                      " barriers while others wait at barrier " + std::to_string(waiting + 1));
-                return false;
+                return;
             }
         for (auto& f : b.fibers)
             if (f.state == State::BlockBarrier) {

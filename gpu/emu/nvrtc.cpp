@@ -15,6 +15,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 typedef int nvrtcResult;
 enum : int { NVRTC_SUCCESS = 0, NVRTC_ERROR_INVALID_INPUT = 3, NVRTC_ERROR_COMPILATION = 6 };
@@ -55,11 +56,18 @@ std::string fresh_static_shared(const std::string& src) {
     return std::regex_replace(src, decl, "__shared__ $1 $2$3; V3EMU_FRESH_SHARED($2)");
 }
 
-std::string entry_points(const std::string& src) {
+// The names of the module's `extern "C" __global__` kernels.
+std::vector<std::string> kernel_names(const std::string& src) {
     static const std::regex kernel(R"(extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\()");
-    std::string out;
+    std::vector<std::string> names;
     for (auto it = std::sregex_iterator(src.begin(), src.end(), kernel); it != std::sregex_iterator(); ++it)
-        out += "V3EMU_EXPORT(" + (*it)[1].str() + ")\n";
+        names.push_back((*it)[1].str());
+    return names;
+}
+
+std::string entry_points(const std::string& src) {
+    std::string out;
+    for (const std::string& name : kernel_names(src)) out += "V3EMU_EXPORT(" + name + ")\n";
     return out;
 }
 
@@ -107,9 +115,7 @@ nvrtcResult compile(Program& p) {
     // Not PTX: the emulated driver's cuModuleLoadData reads the path. The ".entry" lines let
     // callers that look for a kernel's entry in the "PTX" find the ones g++ built.
     p.ptx = "// v3lab CUDA emulator module (g++, not NVRTC)\n//v3emu-so:" + so + "\n";
-    static const std::regex kernel(R"(extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\()");
-    for (auto it = std::sregex_iterator(p.source.begin(), p.source.end(), kernel); it != std::sregex_iterator(); ++it)
-        p.ptx += "// .entry " + (*it)[1].str() + "(\n";
+    for (const std::string& name : kernel_names(p.source)) p.ptx += "// .entry " + name + "(\n";
     return NVRTC_SUCCESS;
 }
 
