@@ -31,7 +31,7 @@ pub struct Variant {
 }
 
 impl Variant {
-    fn lambda_at(&self, step: usize, steps: usize) -> f32 {
+    pub fn lambda_at(&self, step: usize, steps: usize) -> f32 {
         let at = step as f64 / steps.max(1) as f64;
         self.mtp_lambda.iter().rev().find(|(from, _)| at >= *from).map_or(0.0, |(_, l)| *l)
     }
@@ -116,6 +116,26 @@ pub fn train_config_json(spec: &PresetSpec, variant: &Variant, steps: usize) -> 
     serde_json::to_value(train_config(spec, variant, 0, steps)).expect("configs serialise")
 }
 
+/// A fresh trainer for `variant` on `b`: the weights of `seed`, the stream ordered by
+/// `seed`, the preset's optimiser and balancing settings.
+pub fn start_training<'b, B: Backend>(
+    b: &'b B,
+    spec: &PresetSpec,
+    data: &Tokenized,
+    variant: &Variant,
+    seed: u64,
+    steps: usize,
+) -> Result<Trainer<'b, B>> {
+    let cfg = spec.model_config(variant.mtp_depth);
+    // Leaves are drawn in a fixed order with the MTP module last, so every variant of a
+    // seed starts from the same main-model weights.
+    let model = Transformer::new(b, cfg.clone(), &init_params(&cfg, INIT_STD, seed)?)?;
+    let loader = Loader::new(data.train.clone(), spec.seq_len, DataPosition { seed, ..Default::default() })?;
+    // A few sequences per domain keep the curves' validation cheap; the final evaluation uses more.
+    let batches = Batches::Corpus { loader, val: data.validation_mix(spec.batch_size.div_ceil(2)) };
+    Ok(Trainer::new(b, model, train_config(spec, variant, seed, steps), batches)?)
+}
+
 /// Trains `variant` on `b` from the weights of `seed` on the stream ordered by `seed`.
 pub fn train_and_evaluate<B: Backend>(
     b: &B,
@@ -127,14 +147,7 @@ pub fn train_and_evaluate<B: Backend>(
     progress: &ProgressBar,
 ) -> Result<RunResult> {
     let started = std::time::Instant::now();
-    let cfg = spec.model_config(variant.mtp_depth);
-    // Leaves are drawn in a fixed order with the MTP module last, so every variant of a
-    // seed starts from the same main-model weights.
-    let model = Transformer::new(b, cfg.clone(), &init_params(&cfg, INIT_STD, seed)?)?;
-    let loader = Loader::new(data.train.clone(), spec.seq_len, DataPosition { seed, ..Default::default() })?;
-    // A few sequences per domain keep the curves' validation cheap; the final evaluation uses more.
-    let batches = Batches::Corpus { loader, val: data.validation_mix(spec.batch_size.div_ceil(2)) };
-    let mut trainer = Trainer::new(b, model, train_config(spec, variant, seed, steps), batches)?;
+    let mut trainer = start_training(b, spec, data, variant, seed, steps)?;
     let mut curve = Vec::new();
     while trainer.step < steps {
         trainer.cfg.mtp_lambda = variant.lambda_at(trainer.step, steps);
