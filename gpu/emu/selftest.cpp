@@ -212,9 +212,8 @@ int main() {
         check(cuLaunchKernel(fn("divergent_barrier"), 0, 1, 1, 32, 1, 1, 0, nullptr, args, nullptr) != 0,
               "an empty grid is refused");
         int host = 0;
-        void* bad[] = {&host};
         void* host_ptr = &host;
-        bad[0] = &host_ptr;
+        void* bad[] = {&host_ptr};
         check(cuLaunchKernel(fn("divergent_barrier"), 1, 1, 1, 32, 1, 1, 0, nullptr, bad, nullptr) != 0,
               "a host pointer passed as a device buffer is refused");
     }
