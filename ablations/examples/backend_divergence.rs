@@ -26,6 +26,7 @@ use v3lab_ablations::data::Tokenized;
 use v3lab_ablations::presets::{Budget, Preset, PresetSpec};
 use v3lab_ablations::run::start_training;
 use v3lab_ablations::studies::mtp;
+use v3lab_reference::data::Loader;
 use v3lab_reference::model::params::{FfnParams, ParamKind, Params};
 use v3lab_reference::train::trainer::{Batches, Trainer};
 use v3lab_reference::{AttentionImpl, Backend, CpuBackend, Transformer};
@@ -113,9 +114,9 @@ fn one_ulp_away(host: &Params<ArrayD<f32>>) -> Result<Params<ArrayD<f32>>> {
     })
 }
 
-fn next_batch(trainer: &Trainer<impl Backend>) -> ndarray::Array2<i64> {
+fn loader_of<'t, B: Backend>(trainer: &'t Trainer<'_, B>) -> &'t Loader {
     let Batches::Corpus { loader, .. } = &trainer.batches else { unreachable!("start_training uses the corpus") };
-    loader.clone().next_batch(trainer.cfg.data.batch_size)
+    loader
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -193,8 +194,10 @@ fn lockstep<B: Backend>(
     }
     let (drift, _, _) = weight_drift(&reference.host_params()?, &other.host_params()?);
     println!("init  {drift:7.1e}");
+    // A copy of the data stream, one batch ahead of the trainers: the batch they train on next.
+    let mut upcoming = loader_of(&reference).clone();
     while reference.step < steps {
-        let tokens = next_batch(&reference);
+        let tokens = upcoming.next_batch(reference.cfg.data.batch_size);
         let (ours, theirs) = (routing_of(reference.b, &reference, &tokens)?, routing_of(other.b, &other, &tokens)?);
         let (mut differs, mut nearest, mut nearest_differing) = (0, f32::INFINITY, f32::INFINITY);
         for (a, b) in ours.iter().zip(&theirs) {
@@ -212,6 +215,9 @@ fn lockstep<B: Backend>(
             *t = variant.lambda_at(reference.step, steps);
         }
         let (ma, mb) = (reference.train_step()?, other.train_step()?);
+        if upcoming.position() != loader_of(&reference).position() {
+            bail!("step {}: the trainer drew another batch than the one whose routing was compared", ma.step);
+        }
         let (drift, bias, most_moved) = weight_drift(&reference.host_params()?, &other.host_params()?);
         let rel = ((ma.main - mb.main) / ma.main).abs();
         let at_difference = if differs > 0 { format!("{nearest_differing:.2e}") } else { "-".to_string() };
