@@ -5,7 +5,7 @@ use crate::corpus::Domain;
 use crate::run::RunResult;
 use anyhow::Result;
 use std::path::Path;
-use v3lab_reference::plot::{heatmaps, line_panels, Heatmap, Panel, Series};
+use v3lab_reference::plot::{ColorScale, Figure, Heatmap, Heatmaps, Lines, Panel, Scale, Series};
 
 /// Steps averaged in the training curves (Wang et al. average MaxVio_batch over 100
 /// neighbouring steps; small runs have fewer steps).
@@ -52,38 +52,33 @@ fn panel(
         title: title.into(),
         x_label: "step".into(),
         y_label: y.into(),
-        series: names
-            .iter()
-            .map(|n| Series { label: n.clone(), points: smooth(mean_curve(results, n, f), w) })
-            .collect(),
+        series: names.iter().map(|n| Series::line(n.clone(), smooth(mean_curve(results, n, f), w))).collect(),
     }
 }
 
-/// `curves.svg/png`: training loss and validation loss against steps, mean over seeds.
-pub fn loss_curves(out: &Path, results: &[RunResult], names: &[String]) -> Result<String> {
+/// Training and validation loss against steps, mean over seeds.
+pub fn loss_figure(results: &[RunResult], names: &[String]) -> Lines {
     let w = window(results.first().map_or(1, |r| r.steps));
-    let panels = [
+    let panels = vec![
         panel("training loss (main model)", "nats per token", results, names, &|p| Some(p.train_loss as f64), w),
         panel("validation loss (main model)", "nats per token", results, names, &|p| p.val_loss, 1),
     ];
-    line_panels(&out.join("curves"), &panels, 1200, 450)?;
-    Ok("curves.png".into())
+    Lines { panels, scale: Scale::Linear }
 }
 
-/// `maxvio.svg/png`: MaxVio_batch during training and MaxVio_global on validation.
-pub fn max_vio_curves(out: &Path, results: &[RunResult], names: &[String]) -> Result<String> {
+/// MaxVio_batch during training and MaxVio_global on validation, mean over seeds.
+pub fn max_vio_figure(results: &[RunResult], names: &[String]) -> Lines {
     let w = window(results.first().map_or(1, |r| r.steps));
-    let panels = [
+    let panels = vec![
         panel("MaxVio_batch (training batches)", "MaxVio", results, names, &|p| Some(p.max_vio_batch), w),
         panel("MaxVio_global (validation)", "MaxVio", results, names, &|p| p.val_max_vio, 1),
     ];
-    line_panels(&out.join("maxvio"), &panels, 1200, 450)?;
-    Ok("maxvio.png".into())
+    Lines { panels, scale: Scale::Linear }
 }
 
-/// `expert-load.svg/png`: relative expert load (actual / balanced) per domain for the
-/// first and last MoE layers, one heatmap per variant and layer (seed 0).
-pub fn expert_load(out: &Path, results: &[RunResult], names: &[String]) -> Result<String> {
+/// Relative expert load (actual / balanced) per domain for the first and last MoE layers,
+/// one heatmap per variant and layer (seed 0), a row of heatmaps per variant.
+pub fn expert_load_figure(results: &[RunResult], names: &[String]) -> Heatmaps {
     let mut maps = Vec::new();
     let n_layers = results.first().and_then(|r| r.domains.values().next()).map_or(0, |d| d.relative_load.len());
     let layers: Vec<usize> = if n_layers > 1 { vec![0, n_layers - 1] } else { (0..n_layers).collect() };
@@ -97,20 +92,35 @@ pub fn expert_load(out: &Path, results: &[RunResult], names: &[String]) -> Resul
                 })
                 .unzip();
             maps.push(Heatmap {
-                title: format!("{name}, MoE layer {}: load / balanced (white 0, dark ≥ 3)", layer + 1),
+                title: format!("{name}, MoE layer {}", layer + 1),
+                x_label: "expert".into(),
                 rows,
                 values,
-                max: 3.0,
+                // Balanced load is 1: under-used experts turn blue, specialised ones red.
+                scale: ColorScale::Diverging { center: 1.0, max: 3.0 },
+                value_label: "load / balanced".into(),
             });
         }
     }
-    let columns = layers.len().max(1);
-    heatmaps(
-        &out.join("expert-load"),
-        &maps,
-        columns,
-        600 * columns as u32,
-        170 * maps.len().div_ceil(columns) as u32 + 40,
-    )?;
+    Heatmaps { maps, columns: layers.len().max(1) }
+}
+
+/// `curves.svg/png`: [`loss_figure`].
+pub fn loss_curves(out: &Path, results: &[RunResult], names: &[String]) -> Result<String> {
+    loss_figure(results, names).save(&out.join("curves"), 1200, 450)?;
+    Ok("curves.png".into())
+}
+
+/// `maxvio.svg/png`: [`max_vio_figure`].
+pub fn max_vio_curves(out: &Path, results: &[RunResult], names: &[String]) -> Result<String> {
+    max_vio_figure(results, names).save(&out.join("maxvio"), 1200, 450)?;
+    Ok("maxvio.png".into())
+}
+
+/// `expert-load.svg/png`: [`expert_load_figure`], 600 × 170 pixels a heatmap.
+pub fn expert_load(out: &Path, results: &[RunResult], names: &[String]) -> Result<String> {
+    let figure = expert_load_figure(results, names);
+    let height = 170 * figure.maps.len().div_ceil(figure.columns) as u32 + 40;
+    figure.save(&out.join("expert-load"), 600 * figure.columns as u32, height)?;
     Ok("expert-load.png".into())
 }

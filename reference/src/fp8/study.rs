@@ -14,7 +14,7 @@ use super::codec::{Overflow, E4M3};
 use super::gemm::{gemm, matmul_nt_f64};
 use super::scaling::{quantization_error, quantize, Granularity, Quantized, ScaleMode};
 use crate::error::{Error, Result};
-use crate::plot::{log_log_panels, Panel, Series};
+use crate::plot::{Figure, Lines, Panel, Scale, Series};
 use ndarray::Array2;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -297,17 +297,12 @@ pub fn write(dir: &Path, r: &StudyResult) -> Result<()> {
                 .presets
                 .iter()
                 .filter(|p| p.as_str() != "exact")
-                .map(|p| Series {
-                    label: p.clone(),
-                    points: r
-                        .accumulation
-                        .iter()
-                        .filter(|row| row.inputs == inputs && &row.preset == p)
-                        .map(|row| (row.k as f64, row.rel_fro))
-                        .collect(),
+                .map(|p| {
+                    let rows = r.accumulation.iter().filter(|row| row.inputs == inputs && &row.preset == p);
+                    Series::line(p.clone(), rows.map(|row| (row.k as f64, row.rel_fro)))
                 })
                 .collect(),
         })
         .collect();
-    log_log_panels(&dir.join("accumulation"), &panels, 1200, 520)
+    Lines { panels, scale: Scale::LogLog }.save(&dir.join("accumulation"), 1200, 520)
 }
