@@ -13,15 +13,9 @@ mod suite_train;
 pub mod tolerance;
 
 use ndarray::ArrayD;
-use std::path::PathBuf;
 
 /// `$V3LAB_GOLDENS` when set (the GPU machine), else `../shared/goldens` beside the repository.
-pub fn goldens_dir() -> PathBuf {
-    match std::env::var_os("V3LAB_GOLDENS") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/goldens"),
-    }
-}
+pub use v3lab_reference::lab::goldens_dir;
 
 /// `‖out − ref‖ / ‖ref‖` in f64.
 pub fn rel_err(out: &ArrayD<f32>, reference: &ArrayD<f64>) -> f64 {

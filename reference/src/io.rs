@@ -37,6 +37,17 @@ impl MappedFile {
         to_f32(&view).map_err(|msg| Error::tensor(&self.path, name, msg))
     }
 
+    /// The tensor `name` as f64: F64 storage exactly (the goldens' expected values), other
+    /// float storage through [`to_f32`].
+    pub fn f64(&self, name: &str) -> Result<ArrayD<f64>> {
+        let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
+        if view.dtype() != Dtype::F64 {
+            return Ok(self.f32(name)?.mapv(f64::from));
+        }
+        let data = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+        Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), data).expect("safetensors checked the size"))
+    }
+
     /// The tensor `name` as i64 (I64 or I32 storage).
     pub fn i64(&self, name: &str) -> Result<ArrayD<i64>> {
         let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
@@ -138,4 +149,31 @@ pub fn write_safetensors(path: &Path, tensors: &[OwnedTensor]) -> Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::file(path, e))?;
     write_atomically(path, |f| f.write_all(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f64_reads_f64_storage_exactly_and_widens_other_floats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        // 1 + 2⁻⁴⁰ has no f32: only a reader that never goes through f32 returns it.
+        let fine = [1.0 + 2f64.powi(-40), -3.25];
+        let f64_bytes = fine.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let halves = ndarray::arr1(&[0.5f32, 1.5]).into_dyn();
+        write_safetensors(
+            &path,
+            &[
+                OwnedTensor { name: "exact".into(), dtype: Dtype::F64, shape: vec![2], bytes: f64_bytes },
+                OwnedTensor::bf16("halves", halves.view()),
+            ],
+        )
+        .unwrap();
+        let file = MappedFile::open(&path).unwrap();
+        assert_eq!(file.f64("exact").unwrap().as_slice().unwrap(), &fine);
+        assert_eq!(file.f64("halves").unwrap().as_slice().unwrap(), &[0.5, 1.5]);
+        assert!(file.f64("absent").unwrap_err().to_string().contains("`absent`: missing"));
+    }
 }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod fp8;
 pub mod io;
+pub mod lab;
 pub mod mla;
 pub mod model;
 pub mod moe;
