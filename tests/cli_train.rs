@@ -6,6 +6,7 @@
 use assert_cmd::Command;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
+use v3lab::data::tokenizer::{BpeTokenizer, ByteTokenizer, Special, Tokenizer};
 
 /// Loss terms of the CLI's f32 run against the f64 PyTorch history.
 const HISTORY_VS_PYTORCH: f64 = 1e-5;
@@ -235,6 +236,14 @@ fn trains_from_scratch_on_a_text_corpus() {
         .collect();
     assert_eq!(lines.len(), 4);
     assert!(lines[1]["val_loss"].as_f64().unwrap() > 0.0 && lines[3]["val_max_vio"].is_number());
+    // The tokenizer that read the corpus is written beside the model, as transformers reads it.
+    let tokenizer = BpeTokenizer::from_file(&out.join("tokenizer.json")).unwrap();
+    let text = "doc 3: héllo ✓\n";
+    assert_eq!(tokenizer.encode(text).unwrap(), ByteTokenizer.encode(text).unwrap());
+    let tokenizer_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(tokenizer_config["tokenizer_class"], "PreTrainedTokenizerFast");
+    assert_eq!(tokenizer_config["eos_token"], Special::EndOfDocument.text());
     // A vocabulary too small for the byte tokenizer's special tokens is refused up front.
     let small =
         config.as_object().unwrap().clone().into_iter().map(

@@ -8,7 +8,9 @@
 //! - `--out DIR` receives `metrics.jsonl` (one JSON object per step: `step`, `total`, `main`,
 //!   `mtp`, `aux` before the update, `grad_norm` before clipping, ...), `model.safetensors`
 //!   (released names, MTP layers included), `config.json`, and resumable checkpoints in
-//!   `checkpoints/step-NNNNNN/`.
+//!   `checkpoints/step-NNNNNN/`; with `--corpus`, also the tokenizer that read it
+//!   (`tokenizer.json`, `tokenizer_config.json`), so that transformers' `AutoTokenizer` opens
+//!   the folder.
 //! - `--resume`: DIR is such a checkpoint; the run continues exactly where it stopped.
 //! - `--init-seed N`: ignore DIR's weights (it may hold only `config.json`) and start from
 //!   the paper's random initialisation (std 0.006), seeded by N.
@@ -19,9 +21,12 @@ use super::logits::BackendChoice;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
-use v3lab::data::{tokenizer::from_spec, Corpus, DataPosition, Loader};
+use v3lab::data::tokenizer::{from_spec, Special, Tokenizer};
+use v3lab::data::{Corpus, DataPosition, Loader};
+use v3lab::io::write_atomically;
 use v3lab::model::config::ModelConfig;
 use v3lab::train::init::{init_params, INIT_STD};
 use v3lab::train::trainer::Batches;
@@ -58,13 +63,14 @@ pub struct TrainArgs {
     pub backend: BackendChoice,
 }
 
-fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<Batches> {
+/// The batches to train on, and the tokenizer that made them from text (none for `--tokens`).
+fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<(Batches, Option<Box<dyn Tokenizer>>)> {
     if let Some(path) = &args.tokens {
         let tokens = super::logits::read_tokens(path)?;
         if tokens.ncols() < 2 {
             bail!("{}: tensor `tokens` needs at least 2 positions to predict a next token", path.display());
         }
-        return Ok(Batches::Fixed(tokens));
+        return Ok((Batches::Fixed(tokens), None));
     }
     let path = args.corpus.as_ref().expect("clap requires --tokens or --corpus");
     let tok = from_spec(&cfg.data.tokenizer).with_context(|| format!("{}", args.config.display()))?;
@@ -79,12 +85,32 @@ fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<Batches> {
         corpus.seq_len
     );
     let pos = DataPosition { seed: cfg.data.seed, ..Default::default() };
-    Ok(Batches::Corpus { loader: Loader::new(corpus.train, corpus.seq_len, pos)?, val: corpus.val })
+    let data = Batches::Corpus { loader: Loader::new(corpus.train, corpus.seq_len, pos)?, val: corpus.val };
+    Ok((data, Some(tok)))
+}
+
+/// `tokenizer.json` and `tokenizer_config.json` beside the model, so that transformers'
+/// `AutoTokenizer` opens `--out` as it opens a released checkpoint.
+fn write_tokenizer(out: &Path, tok: &dyn Tokenizer, seq_len: usize) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = tok.to_json()?;
+    write_atomically(&out.join("tokenizer.json"), |f| f.write_all(json.as_bytes()))?;
+    let config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": Special::EndOfDocument.text(),
+        "model_max_length": seq_len,
+    });
+    let config = serde_json::to_string_pretty(&config)?;
+    write_atomically(&out.join("tokenizer_config.json"), |f| f.write_all(config.as_bytes()))?;
+    Ok(())
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_file(&args.config)?;
-    let data = batches(args, &cfg)?;
+    let (data, tokenizer) = batches(args, &cfg)?;
+    if let Some(tok) = &tokenizer {
+        write_tokenizer(&args.out, tok.as_ref(), cfg.data.seq_len)?;
+    }
     match args.backend {
         BackendChoice::Cpu => train_on(&CpuBackend::default(), args, cfg, data),
         BackendChoice::Cuda => {

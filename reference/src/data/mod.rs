@@ -6,8 +6,8 @@
 //!    documents, so the two never share a document;
 //! 2. [`fim`]: Fill-in-the-Middle in the Prefix-Suffix-Middle layout for a share of the
 //!    documents (§4.1: rate 0.1), applied per document before packing;
-//! 3. [`tokenizer`]: a byte-level tokenizer (256 bytes + special tokens) by default; BPE
-//!    through the `tokenizers` crate with the cargo feature `bpe` (§4.1 uses byte-level BPE);
+//! 3. [`tokenizer`]: a byte-level tokenizer (256 bytes + special tokens) by default, or any
+//!    Hugging Face `tokenizer.json`, e.g. a byte-level BPE (§4.1), through the `tokenizers` crate;
 //! 4. packing: documents concatenated, each closed by the end-of-document token, cut into
 //!    sequences of `seq_len` positions;
 //! 5. [`loader`]: batches in an order fixed by the seed, reshuffled every epoch; its position

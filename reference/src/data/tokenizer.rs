@@ -1,7 +1,9 @@
 //! Tokenizers. DeepSeek-V3 uses byte-level BPE with a 128K vocabulary (§4.1); v3lab's
 //! default is the plain byte-level tokenizer (ids 0..255 are the bytes) plus the special
-//! tokens the data pipeline needs, so a model of vocabulary 260 can read any text. BPE
-//! through the `tokenizers` crate is the cargo feature `bpe`.
+//! tokens the data pipeline needs, so a model of vocabulary 260 can read any text. Any
+//! Hugging Face `tokenizer.json` (e.g. a byte-level BPE) is read through the `tokenizers`
+//! crate, and every tokenizer can be written as one ([`Tokenizer::to_json`]), so that a
+//! trained model's folder opens in transformers with `AutoTokenizer` unchanged.
 
 use crate::error::{Error, Result};
 
@@ -40,6 +42,10 @@ pub trait Tokenizer: Send + Sync {
     fn decode(&self, ids: &[u32]) -> String;
     fn vocab_size(&self) -> usize;
     fn special(&self, s: Special) -> u32;
+    /// The tokenizer as a `tokenizer.json` giving the same ids (what `v3lab train` writes
+    /// beside a model). There, as in every Hugging Face tokenizer, special-token text inside
+    /// a text is read as the special token.
+    fn to_json(&self) -> Result<String>;
 }
 
 /// Bytes are ids 0..255; the special tokens follow in the order of [`Special::ALL`].
@@ -73,17 +79,53 @@ impl Tokenizer for ByteTokenizer {
     fn special(&self, s: Special) -> u32 {
         256 + Special::ALL.iter().position(|&x| x == s).expect("listed") as u32
     }
+
+    /// A byte-level BPE without merges: GPT-2's byte-to-character map (what the `ByteLevel`
+    /// pre-tokenizer and decoder apply), the character of byte `b` at id `b`, the special
+    /// tokens after them.
+    fn to_json(&self) -> Result<String> {
+        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let vocab: tokenizers::models::bpe::Vocab =
+            byte_chars().iter().enumerate().map(|(b, c)| (c.to_string(), b as u32)).collect();
+        let bpe = tokenizers::models::bpe::BPE::builder()
+            .vocab_and_merges(vocab, Vec::new())
+            .build()
+            .map_err(|e| Error::Input(format!("byte-level tokenizer.json: {e}")))?;
+        let mut hf = tokenizers::Tokenizer::new(bpe);
+        // No regex split: with no merges every byte is its own token whatever the words.
+        hf.with_pre_tokenizer(Some(ByteLevel::new(false, false, false)));
+        hf.with_decoder(Some(ByteLevelDecoder::default()));
+        let specials: Vec<_> = Special::ALL.iter().map(|s| tokenizers::AddedToken::from(s.text(), true)).collect();
+        hf.add_special_tokens(&specials);
+        hf.to_string(true).map_err(|e| Error::Input(format!("byte-level tokenizer.json: {e}")))
+    }
+}
+
+/// GPT-2's map from bytes to printable characters (`bytes_to_unicode`): printable Latin-1
+/// bytes stand for themselves, the other 68 take the characters from U+0100 on, in order.
+fn byte_chars() -> [char; 256] {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut out = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        out[b as usize] = if printable(b) {
+            b as char
+        } else {
+            next += 1;
+            char::from_u32(next - 1).expect("U+0100..U+0143 are characters")
+        };
+    }
+    out
 }
 
 /// A `tokenizer.json` (Hugging Face `tokenizers`), e.g. a byte-level BPE. Its vocabulary must
 /// hold the four special tokens under their DeepSeek spellings.
-#[cfg(feature = "bpe")]
 pub struct BpeTokenizer {
     inner: tokenizers::Tokenizer,
     specials: [u32; 4],
 }
 
-#[cfg(feature = "bpe")]
 impl BpeTokenizer {
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::file(path, e))?;
@@ -97,7 +139,6 @@ impl BpeTokenizer {
     }
 }
 
-#[cfg(feature = "bpe")]
 impl Tokenizer for BpeTokenizer {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(|e| Error::Input(format!("BPE encoding failed: {e}")))?;
@@ -112,19 +153,16 @@ impl Tokenizer for BpeTokenizer {
     fn special(&self, s: Special) -> u32 {
         self.specials[Special::ALL.iter().position(|&x| x == s).expect("listed")]
     }
+    fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(|e| Error::Input(format!("tokenizer.json: {e}")))
+    }
 }
 
 /// The tokenizer a [`TokenizerSpec`](crate::train::config::TokenizerSpec) names.
 pub fn from_spec(spec: &crate::train::config::TokenizerSpec) -> Result<Box<dyn Tokenizer>> {
     match spec {
         crate::train::config::TokenizerSpec::Byte => Ok(Box::new(ByteTokenizer)),
-        #[cfg(feature = "bpe")]
         crate::train::config::TokenizerSpec::Bpe { path } => Ok(Box::new(BpeTokenizer::from_file(path)?)),
-        #[cfg(not(feature = "bpe"))]
-        crate::train::config::TokenizerSpec::Bpe { .. } => Err(Error::config(
-            "data.tokenizer.bpe",
-            "this build has no BPE support: rebuild with `--features bpe` (the `tokenizers` crate)",
-        )),
     }
 }
 
@@ -147,9 +185,28 @@ mod tests {
         // Special-token text inside a document stays bytes.
         assert!(t.encode(Special::FimHole.text()).unwrap().iter().all(|&i| i < 256));
     }
+
+    #[test]
+    fn the_byte_tokenizer_json_gives_the_same_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, ByteTokenizer.to_json().unwrap()).unwrap();
+        let hf = BpeTokenizer::from_file(&path).unwrap();
+        let every_byte: String = (0..=255u8).map(|b| b as char).collect();
+        for text in ["héllo, wörld ✓", "  two  spaces\n\ttab\r\n", "fn main() { let x = 1; }", "日本語 🦀", &every_byte]
+        {
+            let ids = ByteTokenizer.encode(text).unwrap();
+            assert_eq!(hf.encode(text).unwrap(), ids, "{text:?}");
+            assert_eq!(hf.decode(&ids), text, "{text:?}");
+        }
+        assert_eq!(hf.vocab_size(), 260);
+        for s in Special::ALL {
+            assert_eq!(hf.special(s), ByteTokenizer.special(s), "{}", s.text());
+        }
+    }
 }
 
-#[cfg(all(test, feature = "bpe"))]
+#[cfg(test)]
 mod bpe_tests {
     use super::*;
     use tokenizers::models::bpe::BPE;

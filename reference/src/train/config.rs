@@ -30,7 +30,7 @@ pub enum TokenizerSpec {
     /// 256 bytes plus the special tokens (the default).
     #[default]
     Byte,
-    /// A `tokenizer.json` of the `tokenizers` crate (cargo feature `bpe`).
+    /// A Hugging Face `tokenizer.json`, read through the `tokenizers` crate.
     Bpe { path: PathBuf },
 }
 
