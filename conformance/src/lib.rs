@@ -17,20 +17,10 @@ use ndarray::ArrayD;
 /// `$V3LAB_GOLDENS` when set (the GPU machine), else `../shared/goldens` beside the repository.
 pub use v3lab_reference::lab::goldens_dir;
 
-/// `‖out − ref‖ / ‖ref‖` in f64.
+/// `‖out − ref‖ / ‖ref‖` in f64: equal (empty or all-zero tensors included) is no error; any
+/// difference from an all-zero reference is an infinite one.
 pub fn rel_err(out: &ArrayD<f32>, reference: &ArrayD<f64>) -> f64 {
-    let (mut diff, mut norm) = (0.0f64, 0.0f64);
-    for (&o, &r) in out.iter().zip(reference.iter()) {
-        diff += (o as f64 - r) * (o as f64 - r);
-        norm += r * r;
-    }
-    // Equal (empty or all-zero tensors included) is no error; any difference from an
-    // all-zero reference is an infinite one.
-    if diff == 0.0 {
-        0.0
-    } else {
-        (diff / norm).sqrt()
-    }
+    v3lab_reference::lab::rel_err(out.iter().map(|&o| f64::from(o)), reference.iter().copied())
 }
 
 /// Compares `out` with `reference` and panics with the evidence when the relative error
