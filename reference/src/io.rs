@@ -42,7 +42,7 @@ impl MappedFile {
     pub fn f64(&self, name: &str) -> Result<ArrayD<f64>> {
         let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
         if view.dtype() != Dtype::F64 {
-            return Ok(self.f32(name)?.mapv(f64::from));
+            return to_f32(&view).map(|a| a.mapv(f64::from)).map_err(|msg| Error::tensor(&self.path, name, msg));
         }
         let data = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
         Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), data).expect("safetensors checked the size"))
