@@ -1,6 +1,7 @@
 //! Causal softmax attention on the CPU (the naive path MLA trains with), forward and
 //! backward, one (batch, head) pair per rayon task.
 
+use super::product::product;
 use super::{shape_err, CpuFloat};
 use crate::error::Result;
 use ndarray::{s, Array2, ArrayD, IxDyn};
@@ -29,30 +30,35 @@ pub(super) fn forward<F: CpuFloat>(
     q_offset: usize,
 ) -> Result<(ArrayD<F>, ArrayD<F>)> {
     let [batch, seq, heads, _, dv] = check(q, k, v, q_offset)?;
-    let per_pair: Vec<(Array2<F>, Vec<F>)> = (0..batch * heads)
-        .into_par_iter()
-        .map(|bh| {
-            let (b, h) = (bh / heads, bh % heads);
-            let qh = q.slice(s![b, .., h, ..]);
-            let kh = k.slice(s![b, .., h, ..]);
-            let vh = v.slice(s![b, .., h, ..]);
-            let mut scores = qh.dot(&kh.t()) * scale;
-            let mut lse = Vec::with_capacity(seq);
-            for (i, mut row) in scores.outer_iter_mut().enumerate() {
-                let visible = q_offset + i + 1;
-                row.slice_mut(s![visible..]).fill(F::zero());
-                let max = row.slice(s![..visible]).iter().copied().fold(F::neg_infinity(), F::max);
-                let mut sum = F::zero();
-                for p in row.slice_mut(s![..visible]).iter_mut() {
-                    *p = (*p - max).exp();
-                    sum += *p;
-                }
-                row.mapv_inplace(|p| p / sum);
-                lse.push(max + sum.ln());
+    let pair = |bh: usize| {
+        let (b, h) = (bh / heads, bh % heads);
+        let qh = q.slice(s![b, .., h, ..]);
+        let kh = k.slice(s![b, .., h, ..]);
+        let vh = v.slice(s![b, .., h, ..]);
+        let mut scores = product(qh, kh.t()) * scale;
+        let mut lse = Vec::with_capacity(seq);
+        for (i, mut row) in scores.outer_iter_mut().enumerate() {
+            let visible = q_offset + i + 1;
+            row.slice_mut(s![visible..]).fill(F::zero());
+            let max = row.slice(s![..visible]).iter().copied().fold(F::neg_infinity(), F::max);
+            let mut sum = F::zero();
+            for p in row.slice_mut(s![..visible]).iter_mut() {
+                *p = (*p - max).exp();
+                sum += *p;
             }
-            (scores.dot(&vh), lse)
-        })
-        .collect();
+            row.mapv_inplace(|p| p / sum);
+            lse.push(max + sum.ln());
+        }
+        (product(scores.view(), vh), lse)
+    };
+    // A decoding step's few (batch, head) pairs are cheaper here than handed to rayon's
+    // threads and waited for.
+    let keys = k.shape()[1];
+    let per_pair: Vec<(Array2<F>, Vec<F>)> = if batch * heads * seq * keys * q.shape()[3] < super::product::SMALL_WORK {
+        (0..batch * heads).map(pair).collect()
+    } else {
+        (0..batch * heads).into_par_iter().map(pair).collect()
+    };
     let mut out = ArrayD::<F>::zeros(IxDyn(&[batch, seq, heads, dv]));
     let mut lse = ArrayD::<F>::zeros(IxDyn(&[batch, heads, seq]));
     for (bh, (o, l)) in per_pair.into_iter().enumerate() {

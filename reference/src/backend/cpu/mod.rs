@@ -1,6 +1,7 @@
 //! The CPU backend: the executable specification. Plain floating point over `ndarray`, no
-//! `unsafe`. Matrix products go through ndarray's `dot` (matrixmultiply, threaded); loops
-//! over independent (batch, head) pairs use rayon. Nothing else is clever.
+//! `unsafe`. Matrix products go through ndarray's `dot` (matrixmultiply, threaded), or,
+//! with few rows (decoding), row by row without packing (`product.rs`); loops over
+//! independent (batch, head) pairs use rayon. Nothing else is clever.
 //!
 //! It is generic over its float, [`Cpu<F>`]: [`CpuBackend`] (`Cpu<f32>`) is the reference;
 //! [`CpuBackendF64`] runs the very same code in f64 so that every backward can be checked
@@ -12,6 +13,7 @@
 mod attention;
 mod nn;
 mod optim;
+mod product;
 mod routing;
 
 use super::{AdamWStep, Backend, RouteSpec, Routing};
@@ -253,9 +255,7 @@ impl<F: CpuFloat> Backend for Cpu<F> {
         }
         let mut shape = x.shape().to_vec();
         *shape.last_mut().unwrap() = w2.nrows();
-        // `dot` may hand back a column-major product (it picks the layout of its operands,
-        // e.g. for a single output column): make it row-major before reshaping.
-        let y = standard(x2.dot(&w2.t()).into_dyn());
+        let y = product::product(x2, w2.t()).into_dyn();
         Ok(y.into_shape_with_order(IxDyn(&shape)).expect("row-major product"))
     }
     /// The trait's default with views instead of reshaped and transposed copies:
@@ -290,10 +290,15 @@ impl<F: CpuFloat> Backend for Cpu<F> {
             return Err(err());
         }
         let mut out = Array3::<F>::zeros((a3.dim().0, m, n));
-        out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(i, mut dst)| {
+        let one = |(i, dst)| {
             let (ai, bi) = (pick(a3.index_axis(Axis(0), i), trans_a), pick(b3.index_axis(Axis(0), i), trans_b));
-            ndarray::linalg::general_mat_mul(F::one(), &ai, &bi, F::zero(), &mut dst);
-        });
+            product::product_into(ai, bi, dst);
+        };
+        if a3.dim().0 * m * k * n < product::SMALL_WORK {
+            out.axis_iter_mut(Axis(0)).enumerate().for_each(one);
+        } else {
+            out.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(one);
+        }
         Ok(out.into_dyn())
     }
 

@@ -1,0 +1,100 @@
+//! Matrix products. Products with many rows go to ndarray's `general_mat_mul`
+//! (matrixmultiply: packed, blocked, threaded). Products with few rows — decoding, where a
+//! step has one position per sequence — are computed row by row, straight from the
+//! operands: packing a weight matrix to multiply it by one vector costs more than the
+//! product, and each row's result then depends on that row alone, so a position decoded
+//! alone and the same position verified beside speculative drafts get the same bits.
+
+use super::CpuFloat;
+use ndarray::{linalg::general_mat_mul, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use rayon::prelude::*;
+
+/// At most this many rows: the row-by-row path.
+pub const FEW_ROWS: usize = 8;
+/// Work (multiply-adds) above which the row-by-row path splits the columns across threads.
+const PARALLEL_WORK: usize = 1 << 20;
+/// Work below which a loop over independent products (heads, say) stays on the calling
+/// thread: handing it to rayon's threads and waiting costs more.
+pub const SMALL_WORK: usize = 1 << 18;
+
+/// `a · b` into a new row-major array.
+pub fn product<F: CpuFloat>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
+    let mut out = Array2::<F>::zeros((a.nrows(), b.ncols()));
+    product_into(a, b, out.view_mut());
+    out
+}
+
+/// `out = a · b` (`out` already of shape `[a.rows, b.cols]`).
+pub fn product_into<F: CpuFloat>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) {
+    if a.nrows() > FEW_ROWS {
+        general_mat_mul(F::one(), &a, &b, F::zero(), &mut out);
+        return;
+    }
+    let work = a.nrows() * a.ncols() * b.ncols();
+    if b.ncols() > 1 && b.strides()[0] == 1 {
+        // Columns of `b` contiguous (b = wᵀ of a row-major w, as in `linear`): one dot
+        // product per output, every row of `a` against one column while it is in cache,
+        // so that verifying a few positions at once reads the weights once.
+        let columns = |mut out: ArrayViewMut2<'_, F>, b: ArrayView2<'_, F>| {
+            Zip::from(out.columns_mut()).and(b.columns()).for_each(|mut dst, col| {
+                Zip::from(&mut dst).and(a.rows()).for_each(|o, a_row| *o = a_row.dot(&col));
+            });
+        };
+        if work < PARALLEL_WORK {
+            return columns(out, b);
+        }
+        // Chunks of output columns, one rayon task each.
+        let chunk = b.ncols().div_ceil(rayon::current_num_threads() * 4).max(64);
+        let b_chunks: Vec<ArrayView2<'_, F>> = b.axis_chunks_iter(Axis(1), chunk).collect();
+        let out_chunks: Vec<ArrayViewMut2<'_, F>> = out.axis_chunks_iter_mut(Axis(1), chunk).collect();
+        out_chunks.into_par_iter().zip(b_chunks).for_each(|(o, bs)| columns(o, bs));
+        return;
+    }
+    // Rows of `b` contiguous: each output row accumulates scaled rows of `b`.
+    for (a_row, mut dst) in a.outer_iter().zip(out.outer_iter_mut()) {
+        dst.fill(F::zero());
+        for (&x, b_row) in a_row.iter().zip(b.outer_iter()) {
+            dst.scaled_add(x, &b_row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// Both paths against an f64 triple loop, for every layout the backend passes.
+    #[test]
+    fn few_and_many_rows_agree_with_the_definition() {
+        let f = |r: usize, c: usize, seed: usize| {
+            Array2::from_shape_fn((r, c), |(i, j)| (((i * 31 + j * 17 + seed * 7) % 23) as f32 - 11.0) / 7.0)
+        };
+        for (m, k, n) in [(1, 5, 3), (2, 64, 300), (8, 33, 2), (9, 16, 16), (3, 512, 4096)] {
+            let a = f(m, k, 1);
+            let w = f(n, k, 2); // row-major [N, K], used as wᵀ
+            let b_rows = f(k, n, 3); // row-major [K, N]
+            for b in [w.t(), b_rows.view()] {
+                let got = product(a.view(), b);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|t| a[[i, t]] as f64 * b[[t, j]] as f64).sum();
+                        assert!((got[[i, j]] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{m}×{k}×{n}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A row's result does not depend on the rows beside it (up to FEW_ROWS rows).
+    #[test]
+    fn rows_are_computed_independently() {
+        let a = Array2::from_shape_fn((4, 300), |(i, j)| ((i * 7 + j * 13) % 19) as f32 * 0.37 - 3.0);
+        let w = Array2::from_shape_fn((700, 300), |(i, j)| ((i * 3 + j * 5) % 29) as f32 * 0.011 - 0.15);
+        let all = product(a.view(), w.t());
+        for i in 0..4 {
+            let alone = product(a.slice(ndarray::s![i..i + 1, ..]), w.t());
+            assert_eq!(alone.row(0), all.row(i));
+        }
+    }
+}
