@@ -35,12 +35,20 @@ fn human(n: usize) -> String {
 pub fn run(args: &InspectArgs) -> Result<()> {
     // A folder with only config.json is inspected from the config (e.g. DeepSeek-V3's own
     // config without its 700 GB of weights); the MTP modules then share embedding and head.
-    let config = ModelConfig::from_file(&args.checkpoint.join("config.json"))?;
+    let (config, notes) = ModelConfig::from_file_with_notes(&args.checkpoint.join("config.json"))?;
     let opened = match Opened::open(&args.checkpoint) {
         Ok(opened) => Some(opened),
         Err(Error::Checkpoint { msg, .. }) if msg == NO_WEIGHTS => None,
         Err(e) => return Err(e.into()),
     };
+    // With weights, what loading would load (MTP modules the weights lack are dropped).
+    let (config, notes) = match &opened {
+        Some(o) => (o.config.clone(), o.notes.clone()),
+        None => (config, notes),
+    };
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     let cfg = &config;
     let layout = opened.as_ref().map_or(Layout::default(), |o| o.layout);
     let stored = opened.as_ref().map_or_else(Default::default, |o| o.dtype_counts());

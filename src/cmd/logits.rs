@@ -90,6 +90,9 @@ fn logits_on<B: Backend>(
 
 pub fn run(args: &LogitsArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.checkpoint)?;
+    for note in &ckpt.notes {
+        eprintln!("note: {note}");
+    }
     let tokens = read_tokens(&args.tokens)?;
     let imp = match args.attention {
         AttentionChoice::Naive => AttentionImpl::Naive,

@@ -89,8 +89,9 @@ fn batches(args: &TrainArgs, cfg: &TrainConfig) -> Result<(Batches, Option<Box<d
     Ok((data, Some(tok)))
 }
 
-/// `tokenizer.json` and `tokenizer_config.json` beside the model, so that transformers'
-/// `AutoTokenizer` opens `--out` as it opens a released checkpoint.
+/// `tokenizer.json`, `tokenizer_config.json` and `generation_config.json` (its end of
+/// sequence: the end-of-document token) beside the model, so that transformers'
+/// `AutoTokenizer` and `generate` open `--out` as they open a released checkpoint.
 fn write_tokenizer(out: &Path, tok: &dyn Tokenizer, seq_len: usize) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json = tok.to_json()?;
@@ -102,6 +103,10 @@ fn write_tokenizer(out: &Path, tok: &dyn Tokenizer, seq_len: usize) -> Result<()
     });
     let config = serde_json::to_string_pretty(&config)?;
     write_atomically(&out.join("tokenizer_config.json"), |f| f.write_all(config.as_bytes()))?;
+    let eos = tok.special(Special::EndOfDocument);
+    let generation = serde_json::json!({ "eos_token_id": eos });
+    let generation = serde_json::to_string_pretty(&generation)?;
+    write_atomically(&out.join("generation_config.json"), |f| f.write_all(generation.as_bytes()))?;
     Ok(())
 }
 
@@ -133,6 +138,13 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: TrainConfig, data: Batches
             }
             None => {
                 let ckpt = checkpoint::load(&args.checkpoint)?;
+                for note in &ckpt.notes {
+                    eprintln!("note: {note}");
+                }
+                if cfg.mtp_depth > ckpt.params.mtp.len() {
+                    let what = format!("train.json `mtp_depth` {}", cfg.mtp_depth);
+                    return Err(ckpt.no_mtp_error(&args.checkpoint, &what).into());
+                }
                 (ckpt.config, ckpt.params)
             }
         };

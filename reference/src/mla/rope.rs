@@ -6,11 +6,11 @@
 //! this one, step by step in the same order, so that the angles agree to the last bits
 //! that matter.
 
-use crate::model::config::{yarn_mscale, ModelConfig};
+use crate::model::config::ModelConfig;
 use ndarray::Array2;
 
 /// `cos` and `sin` of `position · frequency_i`, `[max_seq_len, R/2]`, each multiplied by
-/// YaRN's rotary amplitude (1 unless `mscale` differs from `mscale_all_dim`).
+/// YaRN's rotary amplitude ([`YarnConfig::rotary_amplitude`](crate::model::config::YarnConfig)).
 #[derive(Debug, Clone)]
 pub struct RopeTable {
     pub cos: Array2<f32>,
@@ -30,8 +30,9 @@ pub fn frequencies(cfg: &ModelConfig) -> Vec<f32> {
         dim as f64 * (yarn.original_seq_len as f64 / (num_rotations * 2.0 * std::f64::consts::PI)).ln()
             / (2.0 * (base as f64).ln())
     };
-    let low = correction_dim(yarn.beta_fast as f64).floor().max(0.0);
-    let high = correction_dim(yarn.beta_slow as f64).ceil().min(dim as f64 - 1.0);
+    let (low, high) = (correction_dim(yarn.beta_fast as f64), correction_dim(yarn.beta_slow as f64));
+    let (low, high) = if yarn.truncate { (low.floor(), high.ceil()) } else { (low, high) };
+    let (low, high) = (low.max(0.0), high.min(dim as f64 - 1.0));
     let (low, high) = (low as f32, if low == high { high as f32 + 0.001 } else { high as f32 });
     plain
         .iter()
@@ -62,8 +63,7 @@ impl<T> Copy for Rope<'_, T> {}
 impl RopeTable {
     pub fn new(cfg: &ModelConfig) -> Self {
         let freqs = frequencies(cfg);
-        let amplitude =
-            cfg.yarn.map_or(1.0, |y| yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim));
+        let amplitude = cfg.yarn.map_or(1.0, |y| y.rotary_amplitude);
         let angle = Array2::from_shape_fn((cfg.max_seq_len, freqs.len()), |(t, i)| t as f32 * freqs[i]);
         RopeTable { cos: angle.mapv(|a| a.cos() * amplitude), sin: angle.mapv(|a| a.sin() * amplitude) }
     }
@@ -104,7 +104,7 @@ mod tests {
         fn frequencies_match_the_direct_formula(half in 1usize..40, factor in 1.0f32..64.0, orig in 4usize..4096,
                                                 beta_fast in 8.0f32..64.0, beta_slow in 0.5f32..4.0) {
             let dim = 2 * half;
-            let y = YarnConfig { factor, original_seq_len: orig, beta_fast, beta_slow, mscale: 1.0, mscale_all_dim: 1.0 };
+            let y = YarnConfig { factor, original_seq_len: orig, beta_fast, beta_slow, mscale: Some(1.0), mscale_all_dim: 1.0, rotary_amplitude: 1.0, truncate: true };
             let cfg = config(dim, orig * 2, Some(y));
             for (i, f) in frequencies(&cfg).into_iter().enumerate() {
                 let want = yarn_direct(i, dim, 10000.0, &y);

@@ -23,6 +23,31 @@ pub struct Checkpoint {
     pub params: Params<ArrayD<f32>>,
     /// The dtype most weights were stored in (for `inspect`).
     pub stored_dtype: String,
+    /// MTP modules the config declared but the weights lack (as in every checkpoint that
+    /// transformers saves): the model was loaded without them.
+    pub mtp_dropped: usize,
+    /// One line per thing the caller should show: config keys v3lab does not read, MTP
+    /// modules dropped.
+    pub notes: Vec<String>,
+}
+
+impl Checkpoint {
+    /// The error for anything that needs MTP modules this checkpoint does not have.
+    pub fn no_mtp_error(&self, dir: &Path, wanted: &str) -> Error {
+        let declared = if self.mtp_dropped > 0 {
+            format!(" (config.json declares {} but the weights hold none)", self.mtp_dropped)
+        } else {
+            String::new()
+        };
+        let has = match self.params.mtp.len() {
+            0 => "none".to_string(),
+            n => format!("only {n} module(s)"),
+        };
+        Error::Checkpoint {
+            dir: dir.into(),
+            msg: format!("{wanted} needs MTP weights; the checkpoint has {has}{declared}"),
+        }
+    }
 }
 
 /// Where a released name lives: file index and the name inside the file.
@@ -99,11 +124,14 @@ pub struct Opened {
     /// Released name → (file index, name inside the file).
     located: Locations,
     pub layout: Layout,
+    /// As [`Checkpoint::mtp_dropped`] and [`Checkpoint::notes`].
+    pub mtp_dropped: usize,
+    pub notes: Vec<String>,
 }
 
 impl Opened {
     pub fn open(dir: &Path) -> Result<Self> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let (mut config, mut notes) = ModelConfig::from_file_with_notes(&dir.join("config.json"))?;
         let (paths, weight_map) = weight_files(dir)?;
         let files = paths.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
         let mut located: Locations = HashMap::new();
@@ -127,9 +155,23 @@ impl Opened {
             }
         }
         let mtp_base = config.n_layers;
+        // transformers declares `num_nextn_predict_layers` but never saves the modules:
+        // load such a checkpoint without them, as transformers does, and say so.
+        let mtp_prefixes: Vec<String> =
+            (mtp_base..mtp_base + config.n_mtp_layers).map(|l| format!("model.layers.{l}.")).collect();
+        let mut mtp_dropped = 0;
+        if config.n_mtp_layers > 0 && !located.keys().any(|k| mtp_prefixes.iter().any(|p| k.starts_with(p))) {
+            mtp_dropped = config.n_mtp_layers;
+            notes.push(format!(
+                "{}: config.json declares {mtp_dropped} MTP module(s) (num_nextn_predict_layers) but the weights \
+                 hold none; loaded without MTP",
+                dir.display()
+            ));
+            config.n_mtp_layers = 0;
+        }
         let has = |n: &str| config.n_mtp_layers > 0 && located.contains_key(&format!("model.layers.{mtp_base}.{n}"));
         let layout = Layout { mtp_own_embed: has("embed_tokens.weight"), mtp_own_head: has("shared_head.head.weight") };
-        Ok(Opened { dir: dir.to_path_buf(), config, files, located, layout })
+        Ok(Opened { dir: dir.to_path_buf(), config, files, located, layout, mtp_dropped, notes })
     }
 
     /// How many tensors are stored in each dtype.
@@ -146,7 +188,7 @@ impl Opened {
 
 /// Loads `dir` (config and weights) for the model its config describes.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
-    let Opened { config, files, located, layout, .. } = Opened::open(dir)?;
+    let Opened { config, files, located, layout, mtp_dropped, notes, .. } = Opened::open(dir)?;
     let block = config.quantization.as_ref().map_or([128, 128], |q| q.block);
     let mut used = BTreeSet::new();
     let (mut missing, mut misshaped) = (Vec::new(), Vec::new());
@@ -215,7 +257,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         return Err(Error::Checkpoint { dir: dir.into(), msg: problems.join("; ") });
     }
     let stored_dtype = dtypes.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d).unwrap_or_default();
-    Ok(Checkpoint { config, params, stored_dtype })
+    Ok(Checkpoint { config, params, stored_dtype, mtp_dropped, notes })
 }
 
 /// Storage dtype for [`save`].

@@ -72,7 +72,9 @@ impl<B: Backend> Transformer<B> {
         Ok(())
     }
 
-    fn block_forward(
+    /// One decoder block `x + MLA(norm(x))`, then `+ FFN(norm(·))`, at positions
+    /// `start_pos..` (also the MTP modules' block).
+    pub(crate) fn block_forward(
         &self,
         b: &B,
         p: &BlockParams<B::Tensor>,
@@ -105,8 +107,35 @@ impl<B: Backend> Transformer<B> {
         b: &B,
         tokens: &B::Indices,
         start_pos: usize,
+        caches: Option<&mut [LayerCache<B::Tensor>]>,
+        imp: AttentionImpl,
+    ) -> Result<Trace<B>> {
+        self.run(b, tokens, start_pos, caches, imp, true)
+    }
+
+    /// The final hidden states `[B, S, D]` (after the last norm: what MTP module 1 reads)
+    /// and the logits `[B, S, V]` of `tokens` at positions `start_pos..`, through the
+    /// per-layer caches: what decoding needs, without a per-layer trace.
+    pub fn forward_cached(
+        &self,
+        b: &B,
+        tokens: &B::Indices,
+        start_pos: usize,
+        caches: &mut [LayerCache<B::Tensor>],
+        imp: AttentionImpl,
+    ) -> Result<(B::Tensor, B::Tensor)> {
+        let t = self.run(b, tokens, start_pos, Some(caches), imp, false)?;
+        Ok((t.final_hidden, t.logits))
+    }
+
+    fn run(
+        &self,
+        b: &B,
+        tokens: &B::Indices,
+        start_pos: usize,
         mut caches: Option<&mut [LayerCache<B::Tensor>]>,
         imp: AttentionImpl,
+        keep_layers: bool,
     ) -> Result<Trace<B>> {
         let embed = b.embedding_forward(&self.params.embed, tokens)?;
         let mut x = embed.clone();
@@ -115,8 +144,10 @@ impl<B: Backend> Transformer<B> {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             let (y, r) = self.block_forward(b, p, &x, start_pos, cache, imp)?;
             x = y;
-            layer_out.push(x.clone());
-            routing.push(r);
+            if keep_layers {
+                layer_out.push(x.clone());
+                routing.push(r);
+            }
         }
         let final_hidden = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?.0;
         let logits = b.linear(&final_hidden, &self.params.head)?;
@@ -160,12 +191,28 @@ impl<'m, B: Backend> Decoder<'m, B> {
 
     /// Feeds `tokens [B, S]` at the next positions; returns their logits `[B, S, V]`.
     pub fn step(&mut self, b: &B, tokens: &B::Indices) -> Result<B::Tensor> {
+        Ok(self.step_hidden(b, tokens)?.1)
+    }
+
+    /// As [`Self::step`], returning the final hidden states `[B, S, D]` too.
+    pub fn step_hidden(&mut self, b: &B, tokens: &B::Indices) -> Result<(B::Tensor, B::Tensor)> {
         let seq = b.indices_shape(tokens).get(1).copied().unwrap_or(0);
         if self.pos + seq > self.max_len {
             return Err(Error::Input(format!("decoding past the cache's {} positions", self.max_len)));
         }
-        let trace = self.model.forward_traced(b, tokens, self.pos, Some(&mut self.caches), self.imp)?;
+        let out = self.model.forward_cached(b, tokens, self.pos, &mut self.caches, self.imp)?;
         self.pos += seq;
-        Ok(trace.logits)
+        Ok(out)
+    }
+
+    /// Forgets every position from `pos` on (speculative decoding's rollback of rejected
+    /// drafts): the next step writes there, and attention never reads past what is written.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.max_len
     }
 }

@@ -4,13 +4,20 @@
 //!   `rope_scaling`, `quantization_config`, ...).
 //!
 //! Internally the fields carry the public code's names (the shorter ones); errors name the
-//! field as the file being read spells it. Nothing switches on a size: what the public code
+//! field as the file being read spells it. Each layout is computed as its own code computes
+//! it: `ModelArgs` as the public `model.py` (YaRN only when `max_seq_len` exceeds
+//! `original_seq_len`), `config.json` as transformers (YaRN whenever declared; see
+//! [`released`]). No key of a `config.json` is dropped silently: each is read, knowingly
+//! ignored, or reported in the notes that loading returns. Nothing switches on a size: what the public code
 //! decides by `dim == 7168` (the gate's selection bias) is the field `selection_bias`.
 
 use crate::backend::{RouteSpec, ScoreFunc};
 use crate::error::{Error, Result};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::path::Path;
+
+mod released;
+pub use released::{IGNORED_KEYS, READ_KEYS};
 
 /// YaRN context extension (Peng et al.; DeepSeek-V3 §4.3 and the public `precompute_freqs_cis`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,10 +28,18 @@ pub struct YarnConfig {
     pub original_seq_len: usize,
     pub beta_fast: f32,
     pub beta_slow: f32,
-    /// Scales the rotary amplitude (with `mscale_all_dim`, as in the released configs).
-    pub mscale: f32,
-    /// Scales the softmax: `softmax_scale · m²` with `m = 0.1 · mscale_all_dim · ln(s) + 1`.
+    /// YaRN's `mscale` as the file gives it (None where absent); with `mscale_all_dim` it
+    /// sets the rotary amplitude in transformers' convention.
+    pub mscale: Option<f32>,
+    /// Scales the softmax: `softmax_scale · m²` with `m = 0.1 · mscale_all_dim · ln(s) + 1`
+    /// (0: no scaling).
     pub mscale_all_dim: f32,
+    /// Multiplies cos and sin of the rotary table (transformers' `attention_factor`; 1 in
+    /// the public code, which never scales the rotation).
+    pub rotary_amplitude: f32,
+    /// Round the correction range to whole dimensions (floor/ceil), as the public code does
+    /// and transformers does unless `truncate: false`.
+    pub truncate: bool,
 }
 
 /// `0.1 · m · ln(s) + 1` (1 when s ≤ 1): YaRN's attention temperature.
@@ -101,8 +116,9 @@ const RELEASED_NAMES: &[(&str, &str)] = &[
     ("route_scale", "routed_scaling_factor"),
     ("selection_bias", "topk_method"),
     ("max_seq_len", "max_position_embeddings"),
-    ("yarn.factor", "rope_scaling.factor"),
-    ("yarn.original_seq_len", "rope_scaling.original_max_position_embeddings"),
+    ("yarn.factor", "rope_parameters.factor"),
+    ("yarn.original_seq_len", "rope_parameters.original_max_position_embeddings"),
+    ("yarn.attention_factor", "rope_parameters.attention_factor"),
     ("n_mtp_layers", "num_nextn_predict_layers"),
 ];
 
@@ -169,18 +185,30 @@ impl Fields<'_> {
 }
 
 impl ModelConfig {
-    /// Reads `config.json` in either layout (told apart by `hidden_size` vs `dim`) and validates it.
+    /// Reads `config.json` in either layout (told apart by `hidden_size` vs `dim`) and
+    /// validates it. Keys it does not know are reported by [`Self::from_file_with_notes`].
     pub fn from_file(path: &Path) -> Result<Self> {
+        Ok(Self::from_file_with_notes(path)?.0)
+    }
+
+    /// As [`Self::from_file`], with one line per key of the file that v3lab neither reads
+    /// nor knowingly ignores (for the caller to show).
+    pub fn from_file_with_notes(path: &Path) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
         let value: Value =
             serde_json::from_str(&text).map_err(|e| Error::file(path, format!("malformed JSON: {e}")))?;
-        Self::from_json(&value).map_err(|e| match e {
+        let (cfg, notes) = Self::from_json_with_notes(&value).map_err(|e| match e {
             Error::Config { field, msg } => Error::file(path, format!("config field `{field}`: {msg}")),
             other => other,
-        })
+        })?;
+        Ok((cfg, notes.into_iter().map(|n| format!("{}: {n}", path.display())).collect()))
     }
 
     pub fn from_json(value: &Value) -> Result<Self> {
+        Ok(Self::from_json_with_notes(value)?.0)
+    }
+
+    pub fn from_json_with_notes(value: &Value) -> Result<(Self, Vec<String>)> {
         let obj = value.as_object().ok_or_else(|| Error::config("(root)", "expected a JSON object"))?;
         let layout = if obj.contains_key("hidden_size") {
             Layout::Released
@@ -193,9 +221,10 @@ impl ModelConfig {
             ));
         };
         let f = Fields { obj, prefix: "" };
+        let mut notes = Vec::new();
         let cfg = match layout {
             Layout::ModelArgs => Self::from_model_args(&f)?,
-            Layout::Released => Self::from_released(&f)?,
+            Layout::Released => Self::from_released(&f, &mut notes)?,
         };
         cfg.validate().map_err(|e| match (e, layout) {
             (Error::Config { field, msg }, Layout::Released) => {
@@ -204,7 +233,7 @@ impl ModelConfig {
             }
             (e, _) => e,
         })?;
-        Ok(cfg)
+        Ok((cfg, notes))
     }
 
     fn from_model_args(f: &Fields) -> Result<Self> {
@@ -248,8 +277,10 @@ impl ModelConfig {
                         original_seq_len,
                         beta_fast: f.f32_or("beta_fast", Some(32.0))?,
                         beta_slow: f.f32_or("beta_slow", Some(1.0))?,
-                        mscale,
+                        mscale: Some(mscale),
                         mscale_all_dim: mscale,
+                        rotary_amplitude: 1.0,
+                        truncate: true,
                     })
                 })
                 .transpose()?,
@@ -257,103 +288,6 @@ impl ModelConfig {
             n_mtp_layers: f.usize_or("n_mtp_layers", Some(0))?,
             tie_word_embeddings: false,
             quantization: None,
-        })
-    }
-
-    fn from_released(f: &Fields) -> Result<Self> {
-        if let Some(kv) = f.get("num_key_value_heads") {
-            if kv != &json!(f.usize("num_attention_heads")?) {
-                return Err(f.err("num_key_value_heads", "MLA needs as many key/value heads as attention heads"));
-            }
-        }
-        if f.str_or("hidden_act", "silu")? != "silu" {
-            return Err(f.err("hidden_act", "only silu (SwiGLU) is supported"));
-        }
-        let max_seq_len = f.usize("max_position_embeddings")?;
-        let yarn = match f.get("rope_scaling") {
-            None => None,
-            Some(v) => {
-                let obj = v.as_object().ok_or_else(|| f.err("rope_scaling", "expected an object or null"))?;
-                let r = Fields { obj, prefix: "rope_scaling." };
-                let kind = r.get("type").or_else(|| r.get("rope_type")).and_then(Value::as_str).unwrap_or("");
-                if kind != "yarn" {
-                    return Err(r.err("type", format!("`{kind}` is not supported (only yarn)")));
-                }
-                let original_seq_len = r.usize("original_max_position_embeddings")?;
-                let yarn = YarnConfig {
-                    factor: r.f32_or("factor", None)?,
-                    original_seq_len,
-                    beta_fast: r.f32_or("beta_fast", Some(32.0))?,
-                    beta_slow: r.f32_or("beta_slow", Some(1.0))?,
-                    mscale: r.f32_or("mscale", Some(1.0))?,
-                    mscale_all_dim: r.f32_or("mscale_all_dim", Some(0.0))?,
-                };
-                // As the public code: the frequencies are blended (and the softmax scaled)
-                // only when the context exceeds the original one.
-                (max_seq_len > original_seq_len).then_some(yarn)
-            }
-        };
-        let quantization = match f.get("quantization_config") {
-            None => None,
-            Some(v) => {
-                let obj = v.as_object().ok_or_else(|| f.err("quantization_config", "expected an object or null"))?;
-                let q = Fields { obj, prefix: "quantization_config." };
-                if q.str_or("quant_method", "fp8")? != "fp8" {
-                    return Err(q.err("quant_method", "only fp8 is supported"));
-                }
-                if q.str_or("fmt", "e4m3")? != "e4m3" {
-                    return Err(q.err("fmt", "only e4m3 weights are supported"));
-                }
-                let block = match q.get("weight_block_size") {
-                    None => [128, 128],
-                    Some(b) => match b.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()).as_deref() {
-                        Some([Some(r), Some(c)]) if *r > 0 && *c > 0 => [*r as usize, *c as usize],
-                        _ => return Err(q.err("weight_block_size", format!("expected [rows, cols], got {b}"))),
-                    },
-                };
-                Some(Fp8Quantization {
-                    block,
-                    activation_scheme: q.str_or("activation_scheme", "dynamic")?.to_string(),
-                })
-            }
-        };
-        let q_lora_rank = f.usize_or("q_lora_rank", Some(0))?;
-        let topk_method = f.str_or("topk_method", "noaux_tc")?;
-        if !["noaux_tc", "greedy", "group_limited_greedy"].contains(&topk_method) {
-            return Err(
-                f.err("topk_method", format!("`{topk_method}` is not one of noaux_tc, greedy, group_limited_greedy"))
-            );
-        }
-        Ok(ModelConfig {
-            vocab_size: f.usize("vocab_size")?,
-            dim: f.usize("hidden_size")?,
-            inter_dim: f.usize("intermediate_size")?,
-            moe_inter_dim: f.usize("moe_intermediate_size")?,
-            n_layers: f.usize("num_hidden_layers")?,
-            n_dense_layers: f.usize_or("first_k_dense_replace", Some(0))?,
-            moe_layer_freq: f.usize_or("moe_layer_freq", Some(1))?,
-            n_heads: f.usize("num_attention_heads")?,
-            n_routed_experts: f.usize("n_routed_experts")?,
-            n_shared_experts: f.usize_or("n_shared_experts", Some(0))?,
-            n_activated_experts: f.usize("num_experts_per_tok")?,
-            n_expert_groups: f.usize_or("n_group", Some(1))?,
-            n_limited_groups: f.usize_or("topk_group", Some(1))?,
-            score_func: f.score_func("scoring_func", "sigmoid")?,
-            route_scale: f.f32_or("routed_scaling_factor", Some(1.0))?,
-            norm_topk_prob: f.bool_or("norm_topk_prob", true)?,
-            selection_bias: topk_method == "noaux_tc",
-            q_lora_rank: (q_lora_rank > 0).then_some(q_lora_rank),
-            kv_lora_rank: f.usize("kv_lora_rank")?,
-            qk_nope_head_dim: f.usize("qk_nope_head_dim")?,
-            qk_rope_head_dim: f.usize("qk_rope_head_dim")?,
-            v_head_dim: f.usize("v_head_dim")?,
-            max_seq_len,
-            rope_theta: f.f32_or("rope_theta", Some(10000.0))?,
-            yarn,
-            rms_norm_eps: f.f32_or("rms_norm_eps", Some(1e-6))?,
-            n_mtp_layers: f.usize_or("num_nextn_predict_layers", Some(0))?,
-            tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
-            quantization,
         })
     }
 
@@ -443,6 +377,9 @@ impl ModelConfig {
             if y.original_seq_len == 0 {
                 return Err(Error::config("yarn.original_seq_len", "must be positive"));
             }
+            if y.rotary_amplitude <= 0.0 {
+                return Err(Error::config("yarn.attention_factor", "must be positive"));
+            }
         }
         Ok(())
     }
@@ -478,63 +415,5 @@ impl ModelConfig {
             normalize: self.norm_topk_prob,
             route_scale: self.route_scale,
         }
-    }
-
-    /// The released `config.json` for this model (what `save` writes and transformers reads).
-    pub fn to_released_json(&self) -> Value {
-        let rope_scaling = self.yarn.map(|y| {
-            json!({
-                "type": "yarn",
-                "factor": y.factor,
-                "original_max_position_embeddings": y.original_seq_len,
-                "beta_fast": y.beta_fast,
-                "beta_slow": y.beta_slow,
-                "mscale": y.mscale,
-                "mscale_all_dim": y.mscale_all_dim,
-            })
-        });
-        let mut v = json!({
-            "architectures": ["DeepseekV3ForCausalLM"],
-            "model_type": "deepseek_v3",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.dim,
-            "intermediate_size": self.inter_dim,
-            "moe_intermediate_size": self.moe_inter_dim,
-            "num_hidden_layers": self.n_layers,
-            "num_nextn_predict_layers": self.n_mtp_layers,
-            "num_attention_heads": self.n_heads,
-            "num_key_value_heads": self.n_heads,
-            "n_shared_experts": self.n_shared_experts,
-            "n_routed_experts": self.n_routed_experts,
-            "routed_scaling_factor": self.route_scale,
-            "kv_lora_rank": self.kv_lora_rank,
-            "q_lora_rank": self.q_lora_rank,
-            "qk_rope_head_dim": self.qk_rope_head_dim,
-            "v_head_dim": self.v_head_dim,
-            "qk_nope_head_dim": self.qk_nope_head_dim,
-            "n_group": self.n_expert_groups,
-            "topk_group": self.n_limited_groups,
-            "num_experts_per_tok": self.n_activated_experts,
-            "first_k_dense_replace": self.n_dense_layers,
-            "moe_layer_freq": self.moe_layer_freq,
-            "norm_topk_prob": self.norm_topk_prob,
-            "scoring_func": match self.score_func { ScoreFunc::Sigmoid => "sigmoid", ScoreFunc::Softmax => "softmax" },
-            "topk_method": if self.selection_bias { "noaux_tc" } else if self.n_expert_groups > 1 { "group_limited_greedy" } else { "greedy" },
-            "hidden_act": "silu",
-            "max_position_embeddings": self.max_seq_len,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "rope_scaling": rope_scaling,
-            "attention_bias": false,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "torch_dtype": "float32",
-        });
-        if let Some(q) = &self.quantization {
-            v["quantization_config"] = json!({
-                "quant_method": "fp8", "fmt": "e4m3",
-                "weight_block_size": q.block, "activation_scheme": q.activation_scheme,
-            });
-        }
-        v
     }
 }
