@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Logits of every position for a batch of tokens.
     Logits(cmd::logits::LogitsArgs),
+    /// Generate text (or ids) from a prompt: absorbed-cache decoding, sampling, MTP speculative decoding.
+    Generate(cmd::generate::GenerateArgs),
     /// Configuration, parameter counts and cache sizes of a checkpoint.
     Inspect(cmd::inspect::InspectArgs),
     /// Train a model (AdamW, MTP, balancing) on a fixed batch or a text corpus.
@@ -29,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Logits(args) => cmd::logits::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Fp8(args) => cmd::fp8::run(args),

@@ -7,9 +7,12 @@ pub use crate::ablations::corpus::{Corpus, CorpusSpec, Domain};
 pub use crate::ablations::data::Tokenized;
 pub use crate::ablations::presets::{Preset, PresetSpec};
 pub use crate::ablations::run::{train_and_evaluate, RunResult, Variant};
+pub use crate::generate::{GenerateOptions, Generation, Sampling};
 pub use crate::io::MappedFile;
 pub use crate::lab::{check, check_close, goldens_dir, project_dir, randn, rel_err, Table};
-pub use crate::plot::{Bars, ColorScale, Figure, Heatmap, Heatmaps, Lines, Panel, Scale, Series, Svg};
+pub use crate::plot::{
+    Bars, ColorScale, Figure, Heatmap, Heatmaps, Lines, Panel, Scale, Series, Svg, TokenClass, TokenStrip,
+};
 pub use crate::{
     balance, checkpoint, fp8, mla, model, moe, mtp, train, AttentionImpl, Backend, CpuBackend, Decoder, ModelConfig,
     Params, RouteSpec, Routing, ScoreFunc, Transformer,

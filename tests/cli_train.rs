@@ -3,6 +3,8 @@
 //! interrupted-and-resumed run equal byte for byte to the uninterrupted one, and clear
 //! errors for bad input.
 
+mod common;
+
 use assert_cmd::Command;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -188,31 +190,7 @@ fn bad_input_fails_with_a_clear_message() {
 #[test]
 fn trains_from_scratch_on_a_text_corpus() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    let config = serde_json::json!({
-        "vocab_size": 260, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 2, "n_dense_layers": 1,
-        "n_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1, "n_activated_experts": 2,
-        "score_func": "sigmoid", "route_scale": 2.5, "q_lora_rank": 8, "kv_lora_rank": 8,
-        "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4, "max_seq_len": 16, "n_mtp_layers": 1
-    });
-    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
-    let corpus = tmp.path().join("corpus.jsonl");
-    let docs: Vec<String> = (0..10)
-        .map(|i| serde_json::json!({"text": format!("doc {i}: {}", "abc ".repeat(i + 3))}).to_string())
-        .collect();
-    std::fs::write(&corpus, docs.join("\n")).unwrap();
-    let train = tmp.path().join("train.json");
-    std::fs::write(
-        &train,
-        r#"{"steps": 4, "lr": 0.01, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
-            "clip_norm": 1.0, "mtp_depth": 1, "mtp_lambda": 0.3,
-            "balance": {"bias_gamma": 0.01, "aux": "batch", "aux_alpha": 0.001},
-            "schedule": {"kind": "deepseek_v3", "warmup_steps": 1, "total_steps": 4},
-            "data": {"seq_len": 16, "batch_size": 2, "fim_rate": 0.1, "val_fraction": 0.2, "seed": 3},
-            "eval_every": 2}"#,
-    )
-    .unwrap();
+    let common::TinyCorpusRun { model, config, corpus, train } = common::tiny_corpus_run(tmp.path());
     let out = tmp.path().join("out");
     // The same run of `v3lab train` from scratch on the corpus, before and after the config edit.
     let train_from_scratch = || {

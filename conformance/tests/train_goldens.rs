@@ -216,8 +216,8 @@ fn five_steps<B: Backend>(b: &B) {
 }
 
 /// Speculative decoding with the MTP module returns exactly the main model's greedy
-/// continuation, and its counters add up: every forward confirms one token plus one per
-/// accepted draft.
+/// continuation, and its counters add up: every forward confirms one token plus its
+/// accepted drafts.
 #[test]
 fn speculative_decoding_equals_greedy() {
     let g = Golden::load();
@@ -227,8 +227,10 @@ fn speculative_decoding_equals_greedy() {
     let want = mtp::speculative::greedy(&b, &g.model, &prompt, new_tokens).unwrap();
     let (got, stats) = mtp::speculative::generate_greedy(&b, &g.model, &prompt, new_tokens).unwrap();
     assert_eq!(got, want, "speculative output must equal plain greedy decoding");
-    assert!(stats.forwards + stats.accepted >= new_tokens && stats.forwards + stats.accepted <= new_tokens + 1);
-    assert!(stats.drafted >= stats.accepted && stats.drafted + 1 >= stats.forwards);
+    // The prefill yields one token, every later forward one plus its kept drafts; every
+    // forward but the prefill and a last one with a single token left to make verifies a draft.
+    assert_eq!(stats.forwards + stats.accepted, new_tokens);
+    assert!(stats.drafted >= stats.accepted && stats.drafted + 2 >= stats.forwards);
     eprintln!("speculative: {stats:?}, acceptance rate {:.2}", stats.acceptance_rate());
 }
 

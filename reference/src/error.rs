@@ -9,6 +9,11 @@ pub enum Error {
     #[error("config field `{field}`: {msg}")]
     Config { field: String, msg: String },
 
+    /// A setting of a run (a generation's `temperature`, `max_new_tokens`, ...) that the
+    /// model cannot honour; front ends name it as their own flag.
+    #[error("{name}: {msg}")]
+    Setting { name: &'static str, msg: String },
+
     /// A file that cannot be read, parsed or written.
     #[error("{}: {msg}", path.display())]
     File { path: PathBuf, msg: String },
@@ -39,6 +44,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn config(field: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config { field: field.into(), msg: msg.into() }
+    }
+    pub fn setting(name: &'static str, msg: impl Into<String>) -> Self {
+        Error::Setting { name, msg: msg.into() }
     }
     pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
         Error::File { path: path.into(), msg: msg.to_string() }

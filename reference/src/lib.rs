@@ -11,6 +11,7 @@ pub mod balance;
 pub mod data;
 pub mod error;
 pub mod fp8;
+pub mod generate;
 pub mod io;
 pub mod lab;
 pub mod mla;
@@ -24,3 +25,5 @@ pub use backend::{AdamWStep, Backend, CpuBackend, RouteSpec, Routing, ScoreFunc}
 pub use error::{Error, Result};
 pub use mla::AttentionImpl;
 pub use model::{checkpoint, config::ModelConfig, params::Params, Decoder, Trace, Transformer};
+/// The tokenizers crate, whose `Tokenizer` [`generate::load_tokenizer`] returns.
+pub use tokenizers;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod fp8;
+pub mod generate;
 pub mod inspect;
 pub mod logits;
 pub mod train;

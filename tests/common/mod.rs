@@ -203,3 +203,42 @@ pub fn released_config(args: &serde_json::Value) -> serde_json::Value {
         "tie_word_embeddings": false, "torch_dtype": "bfloat16",
     })
 }
+
+/// A from-scratch run of `v3lab train` on a tiny text corpus: a model folder holding only a
+/// `ModelArgs` config (vocabulary 260 for the byte tokenizer, one MTP module), the corpus
+/// (`.jsonl`) and a 4-step `train.json`.
+pub struct TinyCorpusRun {
+    pub model: PathBuf,
+    pub config: serde_json::Value,
+    pub corpus: PathBuf,
+    pub train: PathBuf,
+}
+
+pub fn tiny_corpus_run(dir: &Path) -> TinyCorpusRun {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let config = serde_json::json!({
+        "vocab_size": 260, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 2, "n_dense_layers": 1,
+        "n_heads": 2, "n_routed_experts": 4, "n_shared_experts": 1, "n_activated_experts": 2,
+        "score_func": "sigmoid", "route_scale": 2.5, "q_lora_rank": 8, "kv_lora_rank": 8,
+        "qk_nope_head_dim": 4, "qk_rope_head_dim": 4, "v_head_dim": 4, "max_seq_len": 16, "n_mtp_layers": 1
+    });
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let corpus = dir.join("corpus.jsonl");
+    let docs: Vec<String> = (0..10)
+        .map(|i| serde_json::json!({"text": format!("doc {i}: {}", "abc ".repeat(i + 3))}).to_string())
+        .collect();
+    std::fs::write(&corpus, docs.join("\n")).unwrap();
+    let train = dir.join("train.json");
+    std::fs::write(
+        &train,
+        r#"{"steps": 4, "lr": 0.01, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+            "clip_norm": 1.0, "mtp_depth": 1, "mtp_lambda": 0.3,
+            "balance": {"bias_gamma": 0.01, "aux": "batch", "aux_alpha": 0.001},
+            "schedule": {"kind": "deepseek_v3", "warmup_steps": 1, "total_steps": 4},
+            "data": {"seq_len": 16, "batch_size": 2, "fim_rate": 0.1, "val_fraction": 0.2, "seed": 3},
+            "eval_every": 2}"#,
+    )
+    .unwrap();
+    TinyCorpusRun { model, config, corpus, train }
+}

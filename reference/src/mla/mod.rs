@@ -88,6 +88,14 @@ impl<T> LayerCache<T> {
 }
 
 impl<T> LayerCache<T> {
+    /// The attention that reads this cache.
+    pub fn attention(&self) -> AttentionImpl {
+        match self {
+            LayerCache::Naive { .. } => AttentionImpl::Naive,
+            LayerCache::Latent { .. } => AttentionImpl::Absorbed,
+        }
+    }
+
     /// Writes this step's pair (keys and values, or latent and `k^R`) at `start` along
     /// axis 1 of a cache of `imp`'s kind, and returns the pair for positions `0..start+len`.
     fn append<B: Backend<Tensor = T>>(

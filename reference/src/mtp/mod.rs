@@ -18,6 +18,7 @@ pub mod speculative;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::mla::LayerCache;
 use crate::model::params::{MtpParams, Params};
 use crate::model::train::{block_backward, block_forward_train, BlockSaved};
 use crate::model::Transformer;
@@ -62,6 +63,67 @@ fn embed_head<'a, T>(params: &'a Params<T>, p: &'a MtpParams<T>) -> (&'a T, &'a 
     (p.embed.as_ref().unwrap_or(&params.embed), p.head.as_ref().unwrap_or(&params.head))
 }
 
+/// Eq. 21 for module `p`: `M_k [enorm(Emb(t)); hnorm(h)]` with what its backward needs.
+struct Input<T> {
+    emb: T,
+    emb_rstd: T,
+    h_rstd: T,
+    cat: T,
+    /// `h'^k`, the block's input.
+    projected: T,
+}
+
+/// Eq. 21 on the tokens `t_{i+k}` `[B, S_k]` and states `h^{k−1}_i` `[B, S_k, D]`.
+fn input<B: Backend>(
+    b: &B,
+    model: &Transformer<B>,
+    p: &MtpParams<B::Tensor>,
+    tokens: &B::Indices,
+    h_prev: &B::Tensor,
+) -> Result<Input<B::Tensor>> {
+    let eps = model.cfg.rms_norm_eps;
+    let (embed, _) = embed_head(&model.params, p);
+    let emb = b.embedding_forward(embed, tokens)?;
+    let (e_norm, emb_rstd) = b.rms_norm_forward(&emb, &p.enorm, eps)?;
+    let (h_norm, h_rstd) = b.rms_norm_forward(h_prev, &p.hnorm, eps)?;
+    let cat = b.concat(&[&e_norm, &h_norm], 2)?;
+    let projected = b.linear(&cat, &p.eh_proj)?;
+    Ok(Input { emb, emb_rstd, h_rstd, cat, projected })
+}
+
+/// Module `depth` for decoding (eqs. 21–23 at positions `start..start + n`): `tokens`
+/// holds `t_{i+depth}` `[B, n]` and `h_prev` the states `h^{depth−1}_i` `[B, n, D]`; the
+/// block reads earlier positions from `cache` (naive or latent, as it was made) and
+/// appends these. Returns `h^depth`
+/// `[B, n, D]` and the logits of the last position only, `[B, 1, V]` (the draft: earlier
+/// positions are computed for the cache and the next module).
+pub fn forward_cached<B: Backend>(
+    b: &B,
+    model: &Transformer<B>,
+    depth: usize,
+    tokens: &B::Indices,
+    h_prev: &B::Tensor,
+    start: usize,
+    cache: &mut LayerCache<B::Tensor>,
+) -> Result<(B::Tensor, B::Tensor)> {
+    let p = module(model, depth)?;
+    let x = input(b, model, p, tokens, h_prev)?.projected;
+    let imp = cache.attention();
+    let (block_out, _) = model.block_forward(b, &p.block, &x, start, Some(cache), imp)?;
+    let hidden = b.rms_norm_forward(&block_out, &p.head_norm, model.cfg.rms_norm_eps)?.0;
+    let n = b.shape(&hidden)[1];
+    let logits = b.linear(&b.narrow(&hidden, 1, n - 1, 1)?, embed_head(&model.params, p).1)?;
+    Ok((hidden, logits))
+}
+
+fn module<B: Backend>(model: &Transformer<B>, depth: usize) -> Result<&MtpParams<B::Tensor>> {
+    model
+        .params
+        .mtp
+        .get(depth.wrapping_sub(1))
+        .ok_or_else(|| Error::Input(format!("MTP depth {depth} but the model has {} modules", model.params.mtp.len())))
+}
+
 /// Module `depth` (1-based) on `tokens [B, S]` and the previous depth's state
 /// `h_prev [B, S − depth + 1, D]`: `(logits [B, S − depth, V], saved)`; `saved.hidden` is
 /// h^depth for the next module.
@@ -72,21 +134,16 @@ pub fn forward_train<B: Backend>(
     tokens: &B::Indices,
     h_prev: &B::Tensor,
 ) -> Result<(B::Tensor, MtpSaved<B>)> {
-    let p = model.params.mtp.get(depth.wrapping_sub(1)).ok_or_else(|| {
-        Error::Input(format!("MTP depth {depth} but the model has {} modules", model.params.mtp.len()))
-    })?;
+    let p = module(model, depth)?;
     let (cfg, eps) = (&model.cfg, model.cfg.rms_norm_eps);
     let prev_len = b.shape(h_prev)[1];
     let len =
         prev_len.checked_sub(1).filter(|&l| l > 0).ok_or_else(|| Error::Input("sequence too short for MTP".into()))?;
-    let (embed, head) = embed_head(&model.params, p);
+    let (_, head) = embed_head(&model.params, p);
     let tokens = token_window(b, tokens, depth, len)?;
-    let emb = b.embedding_forward(embed, &tokens)?;
-    let (e_norm, emb_rstd) = b.rms_norm_forward(&emb, &p.enorm, eps)?;
     let h_prev = b.narrow(h_prev, 1, 0, len)?;
-    let (h_norm, h_rstd) = b.rms_norm_forward(&h_prev, &p.hnorm, eps)?;
-    let cat = b.concat(&[&e_norm, &h_norm], 2)?;
-    let (block_out, block) = block_forward_train(b, cfg, &model.rope(), &p.block, &b.linear(&cat, &p.eh_proj)?)?;
+    let Input { emb, emb_rstd, h_rstd, cat, projected } = input(b, model, p, &tokens, &h_prev)?;
+    let (block_out, block) = block_forward_train(b, cfg, &model.rope(), &p.block, &projected)?;
     let (hidden, head_rstd) = b.rms_norm_forward(&block_out, &p.head_norm, eps)?;
     let logits = b.linear(&hidden, head)?;
     let saved =

@@ -1,25 +1,34 @@
-//! Speculative decoding with the MTP module (DeepSeek-V3 §5.4.3): module 1 drafts the
-//! token after next from the main model's hidden state, and the main model's next forward
-//! verifies it, so that an accepted draft yields two tokens per main forward. Greedy
-//! decoding only; the output is exactly the main model's greedy continuation, whatever
-//! the drafts (the draft only decides how many tokens one forward confirms).
+//! Speculative decoding with the MTP modules (DeepSeek-V3 §5.4.3): the depth-D chain of
+//! eqs. 21–23 drafts the next D tokens from the main model's last hidden state, and one
+//! forward of the main model over the drafted positions verifies them all; the longest
+//! accepted prefix is kept, plus the main model's own next token. The generation loop is
+//! [`crate::generate::Generation`]; this module holds the drafter.
 //!
-//! The reference recomputes the whole sequence at every forward (no cache): it measures
-//! the acceptance rate — the paper reports 85–90% for the second token — not the speed-up.
+//! [`Drafter`] keeps, for each module k, its own decoding cache (the module is one decoder
+//! block) and its output states h^k at every position, and the main model's h^0. Module k
+//! at position i reads `t_{i+k}` and `h^{k−1}_i` (eq. 21), so once the tokens up to `t_m`
+//! are confirmed its positions `0..=m−k` are final; the positions after those read drafted
+//! tokens and are recomputed at the next round (the cache rolls back by writing over
+//! them). Verification and rollback of the main model's cache are the generation loop's.
+//!
+//! [`greedy`] recomputes the whole sequence at every step without any cache: the
+//! independent oracle the cached decoders are tested against.
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Generation};
+use crate::mla::{AttentionImpl, LayerCache};
 use crate::model::Transformer;
-use ndarray::{Array2, ArrayD, Axis};
+use ndarray::{Array2, Axis};
 
 /// Counters of one speculative run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SpeculativeStats {
-    /// Forwards of the main model.
+    /// Forwards of the main model (the prefill included).
     pub forwards: usize,
-    /// Drafts that were verified (one per forward after the first, until the end).
+    /// Drafts that were verified.
     pub drafted: usize,
-    /// Drafts the main model agreed with.
+    /// Drafts the main model kept.
     pub accepted: usize,
 }
 
@@ -34,84 +43,125 @@ impl SpeculativeStats {
     }
 }
 
-/// The first index of the largest logit (ties to the lower id, as `torch.argmax`).
-fn argmax(row: ndarray::ArrayViewD<'_, f32>) -> i64 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
+/// One MTP module's decoding state.
+struct Stream<B: Backend> {
+    cache: LayerCache<B::Tensor>,
+    /// h^k at every position `[1, capacity, D]`.
+    hidden: B::Tensor,
+    /// Positions `0..valid` were computed from confirmed tokens.
+    valid: usize,
+}
+
+/// Drafts with MTP modules 1..=depth over their own caches.
+pub struct Drafter<B: Backend> {
+    streams: Vec<Stream<B>>,
+    /// h^0, the main model's final hidden state at every position `[1, capacity, D]`.
+    main_hidden: B::Tensor,
+}
+
+impl<B: Backend> Drafter<B> {
+    /// A drafter with modules 1..=`depth` for sequences of up to `capacity` positions.
+    pub fn new(b: &B, model: &Transformer<B>, depth: usize, capacity: usize, imp: AttentionImpl) -> Result<Self> {
+        if depth == 0 || depth > model.params.mtp.len() {
+            return Err(Error::Input(format!(
+                "speculative decoding with {depth} MTP modules, but the model has {}",
+                model.params.mtp.len()
+            )));
         }
+        let hidden = || b.zeros(&[1, capacity, model.cfg.dim]);
+        let streams = (0..depth)
+            .map(|_| {
+                let cache = LayerCache::new(b, &model.cfg, imp, 1, capacity)?;
+                Ok(Stream { cache, hidden: hidden()?, valid: 0 })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Drafter { streams, main_hidden: hidden()? })
     }
-    best as i64
-}
 
-fn upload_row<B: Backend>(b: &B, seq: &[i64]) -> Result<B::Indices> {
-    b.upload_indices(Array2::from_shape_vec((1, seq.len()), seq.to_vec()).expect("one row").into_dyn().view())
-}
-
-/// Module 1's draft of `t[i+2]` given `seq[0..=i+1]` and the main model's final hidden
-/// states `h0 [1, ≥ i+1, D]` (positions past i are never read: the module is causal).
-fn draft<B: Backend>(b: &B, model: &Transformer<B>, seq: &[i64], h0: &B::Tensor, i: usize) -> Result<i64> {
-    let len = i + 2;
-    let have = b.shape(h0)[1].min(len);
-    let mut h = b.narrow(h0, 1, 0, have)?;
-    if have < len {
-        h = b.concat(&[&h, &b.zeros(&[1, len - have, model.cfg.dim])?], 1)?;
+    pub fn depth(&self) -> usize {
+        self.streams.len()
     }
-    let (logits, _) = super::forward_train(b, model, 1, &upload_row(b, &seq[..len])?, &h)?;
-    Ok(argmax(b.download(&logits)?.index_axis(Axis(0), 0).index_axis(Axis(0), i)))
+
+    /// Records the main model's final hidden states `[1, n, D]` of positions `start..`.
+    pub fn record_main(&mut self, b: &B, hidden: &B::Tensor, start: usize) -> Result<()> {
+        b.write_at(&mut self.main_hidden, hidden, 1, start)
+    }
+
+    /// Drafts `n ≤ depth` tokens after `seq`, whose last token `t_m` (m = len − 1) the main
+    /// model has not read yet while every earlier position is recorded. Module k drafts
+    /// `t_{m+k}`; `choose` turns its logits row into the draft and whatever the caller keeps
+    /// of it (its distribution, for verification).
+    pub fn draft<Q>(
+        &mut self,
+        b: &B,
+        model: &Transformer<B>,
+        seq: &[i64],
+        n: usize,
+        mut choose: impl FnMut(&[f32]) -> Result<(i64, Q)>,
+    ) -> Result<Vec<(i64, Q)>> {
+        let m = seq.len() - 1;
+        let mut tokens = seq.to_vec();
+        let mut drafts = Vec::with_capacity(n);
+        for k in 1..=n.min(self.depth()) {
+            let (done, rest) = self.streams.split_at_mut(k - 1);
+            let stream = &mut rest[0];
+            let h_all = done.last().map_or(&self.main_hidden, |s| &s.hidden);
+            let start = stream.valid;
+            let len = m - start;
+            let window = Array2::from_shape_vec((1, len), tokens[start + k..m + k].to_vec()).expect("one row");
+            let h_prev = b.narrow(h_all, 1, start, len)?;
+            let (hidden, logits) = super::forward_cached(
+                b,
+                model,
+                k,
+                &b.upload_indices(window.into_dyn().view())?,
+                &h_prev,
+                start,
+                &mut stream.cache,
+            )?;
+            b.write_at(&mut stream.hidden, &hidden, 1, start)?;
+            stream.valid = m + 1 - k;
+            let logits = b.download(&logits)?;
+            let row = logits.index_axis(Axis(0), 0);
+            let row = row.index_axis(Axis(0), 0);
+            let (token, kept) = choose(row.as_slice().expect("a row of a standard-layout array"))?;
+            tokens.push(token);
+            drafts.push((token, kept));
+        }
+        Ok(drafts)
+    }
 }
 
-/// Greedy continuation of `prompt` by `new_tokens` tokens, drafting with MTP module 1.
+/// Greedy continuation of `prompt` by `new_tokens` tokens, drafting with every MTP module
+/// over the caches (the library's [`Generation`] with `speculative` set).
 pub fn generate_greedy<B: Backend>(
     b: &B,
     model: &Transformer<B>,
     prompt: &[i64],
     new_tokens: usize,
 ) -> Result<(Vec<i64>, SpeculativeStats)> {
-    if prompt.is_empty() || model.params.mtp.is_empty() {
-        return Err(Error::Input("speculative decoding needs a prompt and an MTP module".into()));
-    }
-    if prompt.len() + new_tokens + 1 > model.cfg.max_seq_len {
-        return Err(Error::Input(format!("{} positions exceed max_seq_len", prompt.len() + new_tokens + 1)));
-    }
-    let (mut seq, mut stats, mut pending) = (prompt.to_vec(), SpeculativeStats::default(), None::<i64>);
-    while seq.len() < prompt.len() + new_tokens {
-        let n = seq.len() - 1;
-        let input: Vec<i64> = seq.iter().copied().chain(pending).collect();
-        let (logits, saved) = model.forward_train(b, &upload_row(b, &input)?)?;
-        let logits: ArrayD<f32> = b.download(&logits)?;
-        let row = |p: usize| logits.index_axis(Axis(0), 0).index_axis(Axis(0), p).to_owned();
-        stats.forwards += 1;
-        let next = argmax(row(n).view());
-        seq.push(next);
-        // The draft sat at position n+1: if it is the true next token, position n+1's
-        // prediction is valid too and the forward confirmed two tokens.
-        let mut last = n;
-        if let Some(d) = pending.take() {
-            stats.drafted += 1;
-            if d == next {
-                stats.accepted += 1;
-                seq.push(argmax(row(n + 1).view()));
-                last = n + 1;
-            }
-        }
-        if seq.len() < prompt.len() + new_tokens {
-            pending = Some(draft(b, model, &seq, &saved.final_hidden, last)?);
-        }
-    }
-    seq.truncate(prompt.len() + new_tokens);
-    Ok((seq[prompt.len()..].to_vec(), stats))
+    let opts = GenerateOptions {
+        max_new_tokens: new_tokens,
+        speculative: Some(model.params.mtp.len()),
+        ..GenerateOptions::default()
+    };
+    let mut generation = Generation::new(b, model, prompt, opts)?;
+    let ids = generation.by_ref().collect::<Result<Vec<i64>>>()?;
+    let s = generation.stats();
+    Ok((ids, SpeculativeStats { forwards: s.forwards, drafted: s.drafted, accepted: s.accepted }))
 }
 
-/// Plain greedy continuation with the main model alone (the baseline the speculative
-/// output must equal).
+/// Plain greedy continuation with the main model alone, recomputing every position at every
+/// step (no cache): the oracle the cached decoders must equal.
 pub fn greedy<B: Backend>(b: &B, model: &Transformer<B>, prompt: &[i64], new_tokens: usize) -> Result<Vec<i64>> {
     let mut seq = prompt.to_vec();
     for _ in 0..new_tokens {
-        let (logits, _) = model.forward_train(b, &upload_row(b, &seq)?)?;
+        let tokens = Array2::from_shape_vec((1, seq.len()), seq.clone()).expect("one row");
+        let logits = model.forward(b, &b.upload_indices(tokens.into_dyn().view())?, AttentionImpl::Naive)?;
         let logits = b.download(&logits)?;
-        seq.push(argmax(logits.index_axis(Axis(0), 0).index_axis(Axis(0), seq.len() - 1)));
+        let row = logits.index_axis(Axis(0), 0);
+        let row = row.index_axis(Axis(0), seq.len() - 1);
+        seq.push(crate::generate::argmax(row.as_slice().expect("standard layout")) as i64);
     }
     Ok(seq[prompt.len()..].to_vec())
 }

@@ -13,10 +13,12 @@ mod heatmap;
 mod lines;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use bars::Bars;
 pub use heatmap::{ColorScale, Heatmap, Heatmaps};
 pub use lines::{Lines, Panel, Scale, Series, SeriesStyle, MARKED};
+pub use tokens::{TokenClass, TokenStrip};
 
 use crate::error::{Error, Result};
 use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
