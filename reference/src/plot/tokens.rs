@@ -28,9 +28,15 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// What a token shows: newlines and tabs as visible marks, spaces kept.
+/// What a token shows: newlines and tabs as visible marks; a token of spaces only as
+/// middle dots (spaces inside text stay spaces).
 fn visible(s: &str) -> String {
-    s.replace('\n', "⏎").replace('\t', "⇥")
+    let s = s.replace('\n', "⏎").replace('\t', "⇥");
+    if !s.is_empty() && s.chars().all(|c| c == ' ') {
+        "·".repeat(s.len())
+    } else {
+        s
+    }
 }
 
 impl TokenStrip {
@@ -97,10 +103,10 @@ mod tests {
                 TokenClass { label: "main".into(), color: "#eeeeee".into() },
                 TokenClass { label: "draft".into(), color: "#a6dba0".into() },
             ],
-            tokens: (0..40).map(|i| (format!("t{i}&\n"), i % 2)).collect(),
+            tokens: (0..40).map(|i| (format!("t{i}&\n"), i % 2)).chain([("  ".to_string(), 0)]).collect(),
         };
         let svg = strip.svg(300).0;
-        assert!(svg.contains("a &lt;test&gt;") && svg.contains("t3&amp;⏎"));
+        assert!(svg.contains("a &lt;test&gt;") && svg.contains("t3&amp;⏎") && svg.contains(">··</text>"));
         assert_eq!(svg.matches("fill=\"#a6dba0\"").count(), 20 + 1, "20 drafts and the legend");
         let height: f64 = svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
         assert!(height > 58.0 + 5.0 * LINE_H, "40 tokens of 5 characters wrap onto many lines: {height}");
