@@ -11,11 +11,12 @@ use indicatif::ProgressBar;
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use v3lab_reference::balance::max_vio;
+use v3lab_reference::balance::{expert_loads, max_vio};
 use v3lab_reference::data::{DataPosition, Loader};
 use v3lab_reference::mtp::speculative::generate_greedy;
 use v3lab_reference::train::config::{BalanceConfig, DataConfig, TrainConfig};
 use v3lab_reference::train::init::{init_params, INIT_STD};
+use v3lab_reference::train::objective::token_nll;
 use v3lab_reference::train::schedule::LrSchedule;
 use v3lab_reference::train::trainer::{Batches, Trainer};
 use v3lab_reference::{AttentionImpl, Backend, Transformer};
@@ -208,10 +209,8 @@ fn evaluate<B: Backend>(b: &B, model: &Transformer<B>, data: &Tokenized, spec: &
             let logits = b.download(&trace.logits)?;
             for (row, seq) in logits.axis_iter(Axis(0)).zip(tokens.outer_iter()) {
                 for (pos, l) in row.axis_iter(Axis(0)).enumerate().take(spec.seq_len - 1) {
-                    let max = l.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) as f64;
-                    let lse = max + l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
                     let target = seq[pos + 1];
-                    let loss = lse - l[target as usize] as f64;
+                    let loss = token_nll(l, target as usize);
                     nll += loss;
                     n += 1;
                     if target < 256 {
@@ -224,7 +223,10 @@ fn evaluate<B: Backend>(b: &B, model: &Transformer<B>, data: &Tokenized, spec: &
                 if counts.len() <= layer {
                     counts.push(vec![vec![0.0; n_experts]; Domain::ALL.len()]);
                 }
-                b.download_indices(&r.indices)?.iter().for_each(|&e| counts[layer][d][e as usize] += 1.0);
+                let idx = b.download_indices(&r.indices)?;
+                let idx = idx.view().into_dimensionality::<ndarray::Ix2>()?;
+                let loads = expert_loads(idx, n_experts);
+                counts[layer][d].iter_mut().zip(loads).for_each(|(c, l)| *c += l as f64);
             }
         }
         let relative_load = counts

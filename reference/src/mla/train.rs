@@ -46,41 +46,42 @@ impl<B: Backend> Mla<'_, B> {
         Ok((y, MlaSaved { x: x.clone(), q_latent, kv_c, kv_rstd, kv_latent, q, k, v, out, lse }))
     }
 
-    /// Backward of [`Mla::forward_train`]: `(dx [B, S, D], grads)`.
-    pub fn backward(&self, dy: &B::Tensor, s: &MlaSaved<B::Tensor>) -> Result<(B::Tensor, MlaParams<B::Tensor>)> {
+    /// Backward of [`Mla::forward_train`]: `(d_x [B, S, D], grads)`.
+    pub fn backward(&self, d_y: &B::Tensor, s: &MlaSaved<B::Tensor>) -> Result<(B::Tensor, MlaParams<B::Tensor>)> {
         let Mla { b, cfg, p, rope: Rope { cos, sin } } = *self;
         let [bsz, seq, _] = b.shape(&s.x)[..] else { unreachable!("MLA input is [B, S, D]") };
         let (h, dn, dr, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
 
         let out_flat = b.reshape(&s.out, &[bsz, seq, h * dv])?;
-        let (dout, wo) = b.linear_backward(&out_flat, &p.wo, dy)?;
-        let dout = b.reshape(&dout, &[bsz, seq, h, dv])?;
-        let (dq, dk, dvv) = b.attention_backward(&s.q, &s.k, &s.v, &s.out, &s.lse, &dout, cfg.softmax_scale(), 0)?;
+        let (d_out, d_wo) = b.linear_backward(&out_flat, &p.wo, d_y)?;
+        let d_out = b.reshape(&d_out, &[bsz, seq, h, dv])?;
+        let (d_q, d_k, d_v) = b.attention_backward(&s.q, &s.k, &s.v, &s.out, &s.lse, &d_out, cfg.softmax_scale(), 0)?;
 
         // Keys and values: k^R is shared by the heads (expand → sum), then un-rotated.
-        let dk_pe = b.rope_backward(&b.sum_axis(&b.narrow(&dk, 3, dn, dr)?, 2)?, cos, sin, 0)?;
-        let dkv_b = b.reshape(&b.concat(&[&b.narrow(&dk, 3, 0, dn)?, &dvv], 3)?, &[bsz, seq, h * (dn + dv)])?;
-        let (dkv_latent, wkv_b) = b.linear_backward(&s.kv_latent, &p.wkv_b, &dkv_b)?;
-        let (dkv_c, kv_norm) = b.rms_norm_backward(&s.kv_c, &p.kv_norm, &s.kv_rstd, &dkv_latent)?;
-        let dkv = b.concat(&[&dkv_c, &b.reshape(&dk_pe, &[bsz, seq, dr])?], 2)?;
-        let (dx_kv, wkv_a) = b.linear_backward(&s.x, &p.wkv_a, &dkv)?;
+        let d_k_pe = b.rope_backward(&b.sum_axis(&b.narrow(&d_k, 3, dn, dr)?, 2)?, cos, sin, 0)?;
+        let d_kv_b = b.reshape(&b.concat(&[&b.narrow(&d_k, 3, 0, dn)?, &d_v], 3)?, &[bsz, seq, h * (dn + dv)])?;
+        let (d_kv_latent, d_wkv_b) = b.linear_backward(&s.kv_latent, &p.wkv_b, &d_kv_b)?;
+        let (d_kv_c, d_kv_norm) = b.rms_norm_backward(&s.kv_c, &p.kv_norm, &s.kv_rstd, &d_kv_latent)?;
+        let d_kv = b.concat(&[&d_kv_c, &b.reshape(&d_k_pe, &[bsz, seq, dr])?], 2)?;
+        let (d_x_kv, d_wkv_a) = b.linear_backward(&s.x, &p.wkv_a, &d_kv)?;
 
         // Queries.
-        let dq_pe = b.rope_backward(&b.narrow(&dq, 3, dn, dr)?, cos, sin, 0)?;
-        let dq = b.reshape(&b.concat(&[&b.narrow(&dq, 3, 0, dn)?, &dq_pe], 3)?, &[bsz, seq, h * (dn + dr)])?;
-        let (dx_q, query) = match (&p.query, &s.q_latent) {
-            (QueryParams::LowRank { wq_a, q_norm, wq_b }, Some((qa, rstd, qn))) => {
-                let (dqn, wq_b) = b.linear_backward(qn, wq_b, &dq)?;
-                let (dqa, q_norm) = b.rms_norm_backward(qa, q_norm, rstd, &dqn)?;
-                let (dx, wq_a) = b.linear_backward(&s.x, wq_a, &dqa)?;
-                (dx, QueryParams::LowRank { wq_a, q_norm, wq_b })
+        let d_q_pe = b.rope_backward(&b.narrow(&d_q, 3, dn, dr)?, cos, sin, 0)?;
+        let d_q = b.reshape(&b.concat(&[&b.narrow(&d_q, 3, 0, dn)?, &d_q_pe], 3)?, &[bsz, seq, h * (dn + dr)])?;
+        let (d_x_q, d_query) = match (&p.query, &s.q_latent) {
+            (QueryParams::LowRank { wq_a, q_norm, wq_b }, Some((q_a, rstd, q_normed))) => {
+                let (d_q_normed, d_wq_b) = b.linear_backward(q_normed, wq_b, &d_q)?;
+                let (d_q_a, d_q_norm) = b.rms_norm_backward(q_a, q_norm, rstd, &d_q_normed)?;
+                let (d_x, d_wq_a) = b.linear_backward(&s.x, wq_a, &d_q_a)?;
+                (d_x, QueryParams::LowRank { wq_a: d_wq_a, q_norm: d_q_norm, wq_b: d_wq_b })
             }
             (QueryParams::Full { wq }, None) => {
-                let (dx, wq) = b.linear_backward(&s.x, wq, &dq)?;
-                (dx, QueryParams::Full { wq })
+                let (d_x, d_wq) = b.linear_backward(&s.x, wq, &d_q)?;
+                (d_x, QueryParams::Full { wq: d_wq })
             }
             _ => return Err(crate::Error::Input("MLA saved activations do not match the query layout".into())),
         };
-        Ok((b.add(&dx_kv, &dx_q)?, MlaParams { query, wkv_a, kv_norm, wkv_b, wo }))
+        let grads = MlaParams { query: d_query, wkv_a: d_wkv_a, kv_norm: d_kv_norm, wkv_b: d_wkv_b, wo: d_wo };
+        Ok((b.add(&d_x_kv, &d_x_q)?, grads))
     }
 }

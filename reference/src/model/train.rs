@@ -76,26 +76,27 @@ pub fn block_backward<B: Backend>(
     cfg: &ModelConfig,
     rope: &Rope<'_, B::Tensor>,
     p: &BlockParams<B::Tensor>,
-    dy: &B::Tensor,
+    d_y: &B::Tensor,
     s: &BlockSaved<B>,
-    dscores: Option<&B::Tensor>,
+    d_scores: Option<&B::Tensor>,
 ) -> Result<(B::Tensor, BlockParams<B::Tensor>)> {
-    let (dffn_in, ffn) = match (&p.ffn, &s.ffn) {
+    let (d_ffn_in, d_ffn) = match (&p.ffn, &s.ffn) {
         (FfnParams::Dense(mlp), FfnSaved::Dense(saved)) => {
-            let (dx, g) = mlp_backward(b, mlp, dy, saved)?;
-            (dx, FfnParams::Dense(g))
+            let (d_x, d_mlp) = mlp_backward(b, mlp, d_y, saved)?;
+            (d_x, FfnParams::Dense(d_mlp))
         }
         (FfnParams::Moe(moe), FfnSaved::Moe(saved)) => {
-            let (dx, g) = moe_backward(b, cfg, moe, dy, saved, dscores)?;
-            (dx, FfnParams::Moe(g))
+            let (d_x, d_moe) = moe_backward(b, cfg, moe, d_y, saved, d_scores)?;
+            (d_x, FfnParams::Moe(d_moe))
         }
         _ => return Err(crate::Error::Input("block activations do not match its parameters".into())),
     };
-    let (dx1_norm, ffn_norm) = b.rms_norm_backward(&s.x1, &p.ffn_norm, &s.ffn_rstd, &dffn_in)?;
-    let dx1 = b.add(dy, &dx1_norm)?;
-    let (dattn_in, attn) = Mla { b, cfg, p: &p.attn, rope: *rope }.backward(&dx1, &s.attn)?;
-    let (dx_norm, attn_norm) = b.rms_norm_backward(&s.x, &p.attn_norm, &s.attn_rstd, &dattn_in)?;
-    Ok((b.add(&dx1, &dx_norm)?, BlockParams { attn_norm, attn, ffn_norm, ffn }))
+    let (d_x1_normed, d_ffn_norm) = b.rms_norm_backward(&s.x1, &p.ffn_norm, &s.ffn_rstd, &d_ffn_in)?;
+    let d_x1 = b.add(d_y, &d_x1_normed)?;
+    let (d_attn_in, d_attn) = Mla { b, cfg, p: &p.attn, rope: *rope }.backward(&d_x1, &s.attn)?;
+    let (d_x_normed, d_attn_norm) = b.rms_norm_backward(&s.x, &p.attn_norm, &s.attn_rstd, &d_attn_in)?;
+    let grads = BlockParams { attn_norm: d_attn_norm, attn: d_attn, ffn_norm: d_ffn_norm, ffn: d_ffn };
+    Ok((b.add(&d_x1, &d_x_normed)?, grads))
 }
 
 /// What [`Transformer::forward_train`] keeps.
@@ -133,31 +134,31 @@ impl<B: Backend> Transformer<B> {
         Ok((logits, ModelSaved { tokens: tokens.clone(), blocks, hidden: x, norm_rstd, final_hidden }))
     }
 
-    /// Backward of [`Transformer::forward_train`] from `dlogits [B, S, V]` plus an extra
-    /// gradient on h^0 (from the MTP modules); `dscores[i]` adds to block i's gate scores.
+    /// Backward of [`Transformer::forward_train`] from `d_logits [B, S, V]` plus an extra
+    /// gradient on h^0 (from the MTP modules); `d_scores[i]` adds to block i's gate scores.
     /// The gradient tree has no MTP entries (`mtp` empty): the objective adds them.
     pub fn backward(
         &self,
         b: &B,
-        dlogits: &B::Tensor,
-        dfinal_hidden: Option<&B::Tensor>,
+        d_logits: &B::Tensor,
+        d_final_hidden: Option<&B::Tensor>,
         s: &ModelSaved<B>,
-        dscores: &[Option<B::Tensor>],
+        d_scores: &[Option<B::Tensor>],
     ) -> Result<Params<B::Tensor>> {
-        let (mut dfinal, head) = b.linear_backward(&s.final_hidden, &self.params.head, dlogits)?;
-        if let Some(extra) = dfinal_hidden {
-            dfinal = b.add(&dfinal, extra)?;
+        let (mut d_final, d_head) = b.linear_backward(&s.final_hidden, &self.params.head, d_logits)?;
+        if let Some(extra) = d_final_hidden {
+            d_final = b.add(&d_final, extra)?;
         }
-        let (mut dx, norm) = b.rms_norm_backward(&s.hidden, &self.params.norm, &s.norm_rstd, &dfinal)?;
-        let mut layers = Vec::with_capacity(s.blocks.len());
+        let (mut d_x, d_norm) = b.rms_norm_backward(&s.hidden, &self.params.norm, &s.norm_rstd, &d_final)?;
+        let mut d_layers = Vec::with_capacity(s.blocks.len());
         for (i, (p, saved)) in self.params.layers.iter().zip(&s.blocks).enumerate().rev() {
-            let (d, g) =
-                block_backward(b, &self.cfg, &self.rope(), p, &dx, saved, dscores.get(i).and_then(Option::as_ref))?;
-            dx = d;
-            layers.push(g);
+            let d_scores = d_scores.get(i).and_then(Option::as_ref);
+            let (d_block_in, d_block) = block_backward(b, &self.cfg, &self.rope(), p, &d_x, saved, d_scores)?;
+            d_x = d_block_in;
+            d_layers.push(d_block);
         }
-        layers.reverse();
-        let embed = b.embedding_backward(&s.tokens, &dx, self.cfg.vocab_size)?;
-        Ok(Params { embed, layers, norm, head, mtp: Vec::new() })
+        d_layers.reverse();
+        let d_embed = b.embedding_backward(&s.tokens, &d_x, self.cfg.vocab_size)?;
+        Ok(Params { embed: d_embed, layers: d_layers, norm: d_norm, head: d_head, mtp: Vec::new() })
     }
 }

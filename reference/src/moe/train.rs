@@ -34,18 +34,18 @@ pub fn mlp_forward_train<B: Backend>(
     Ok((b.linear(&act, &p.w2)?, MlpSaved { x: x.clone(), gate, up, act }))
 }
 
-/// Backward of [`mlp_forward_train`]: `(dx, grads)`.
+/// Backward of [`mlp_forward_train`]: `(d_x, grads)`.
 pub fn mlp_backward<B: Backend>(
     b: &B,
     p: &MlpParams<B::Tensor>,
-    dy: &B::Tensor,
+    d_y: &B::Tensor,
     s: &MlpSaved<B::Tensor>,
 ) -> Result<(B::Tensor, MlpParams<B::Tensor>)> {
-    let (dact, w2) = b.linear_backward(&s.act, &p.w2, dy)?;
-    let (dgate, dup) = b.swiglu_backward(&s.gate, &s.up, &dact)?;
-    let (dx1, w1) = b.linear_backward(&s.x, &p.w1, &dgate)?;
-    let (dx3, w3) = b.linear_backward(&s.x, &p.w3, &dup)?;
-    Ok((b.add(&dx1, &dx3)?, MlpParams { w1, w2, w3 }))
+    let (d_act, d_w2) = b.linear_backward(&s.act, &p.w2, d_y)?;
+    let (d_gate, d_up) = b.swiglu_backward(&s.gate, &s.up, &d_act)?;
+    let (d_x_gate, d_w1) = b.linear_backward(&s.x, &p.w1, &d_gate)?;
+    let (d_x_up, d_w3) = b.linear_backward(&s.x, &p.w3, &d_up)?;
+    Ok((b.add(&d_x_gate, &d_x_up)?, MlpParams { w1: d_w1, w2: d_w2, w3: d_w3 }))
 }
 
 /// What [`moe_forward_train`] keeps. N tokens, K experts per token, D width.
@@ -127,63 +127,65 @@ pub fn moe_forward_train<B: Backend>(
 
 /// Backward of [`moe_forward_train`]. `dscores [N, E]`, when given, is an extra gradient on
 /// the gate's unbiased scores (from a balance loss). The selection bias gets a zero
-/// gradient: it only chooses. Returns `(dx [.., D], grads)`.
+/// gradient: it only chooses. Returns `(d_x [.., D], grads)`.
 pub fn moe_backward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
     p: &MoeParams<B::Tensor>,
-    dy: &B::Tensor,
+    d_y: &B::Tensor,
     s: &MoeSaved<B>,
-    dscores: Option<&B::Tensor>,
+    d_scores: Option<&B::Tensor>,
 ) -> Result<(B::Tensor, MoeParams<B::Tensor>)> {
     let (n, d, k) = (b.shape(&s.x)[0], cfg.dim, cfg.n_activated_experts);
-    let dy = b.reshape(dy, &[n, d])?;
-    let mut dx;
-    let mut dweights = b.zeros(&[n * k, 1])?;
-    let mut experts = Vec::with_capacity(p.experts.len());
+    let d_y = b.reshape(d_y, &[n, d])?;
+    let mut d_x;
+    let mut d_weights = b.zeros(&[n * k, 1])?;
+    let mut d_experts = Vec::with_capacity(p.experts.len());
     if let Some(out) = &s.expert_out {
-        // y[token] += w_row · out_row: the rows' gradient, and each weight's ⟨dy, out⟩.
-        let drouted = b.gather_rows(&dy, &s.dispatch.token_rows)?;
-        let drow_weights = b.sum_axis(&b.mul(&drouted, out)?, 1)?;
-        dweights = b.scatter_add_rows(&dweights, &s.dispatch.slots, &drow_weights)?;
-        let dout = b.mul(&drouted, &s.row_weights)?;
-        let mut drows = Vec::new();
+        // y[token] += w_row · out_row: the rows' gradient, and each weight's ⟨d_y, out⟩.
+        let d_routed = b.gather_rows(&d_y, &s.dispatch.token_rows)?;
+        let d_row_weights = b.sum_axis(&b.mul(&d_routed, out)?, 1)?;
+        d_weights = b.scatter_add_rows(&d_weights, &s.dispatch.slots, &d_row_weights)?;
+        let d_out = b.mul(&d_routed, &s.row_weights)?;
+        let mut d_rows = Vec::new();
         for (e, (expert, saved)) in p.experts.iter().zip(&s.experts).enumerate() {
             let (start, end) = (s.dispatch.offsets[e], s.dispatch.offsets[e + 1]);
             match saved {
                 Some(saved) => {
-                    let (dr, g) = mlp_backward(b, expert, &b.narrow(&dout, 0, start, end - start)?, saved)?;
-                    drows.push(dr);
-                    experts.push(g);
+                    let (d_r, d_expert) = mlp_backward(b, expert, &b.narrow(&d_out, 0, start, end - start)?, saved)?;
+                    d_rows.push(d_r);
+                    d_experts.push(d_expert);
                 }
-                None => experts.push(zeros_like_mlp(b, expert)?),
+                None => d_experts.push(zeros_like_mlp(b, expert)?),
             }
         }
-        let drows = b.concat(&drows.iter().collect::<Vec<_>>(), 0)?;
-        dx = sum_per_token(b, &drows, &s.dispatch, n, k)?;
+        let d_rows = b.concat(&d_rows.iter().collect::<Vec<_>>(), 0)?;
+        d_x = sum_per_token(b, &d_rows, &s.dispatch, n, k)?;
     } else {
-        dx = b.zeros(&[n, d])?;
+        d_x = b.zeros(&[n, d])?;
         for expert in &p.experts {
-            experts.push(zeros_like_mlp(b, expert)?);
+            d_experts.push(zeros_like_mlp(b, expert)?);
         }
     }
-    let shared = match (&p.shared, &s.shared) {
-        (Some(sp), Some(saved)) => {
-            let (dxs, g) = mlp_backward(b, sp, &dy, saved)?;
-            dx = b.add(&dx, &dxs)?;
-            Some(g)
+    let d_shared = match (&p.shared, &s.shared) {
+        (Some(shared), Some(saved)) => {
+            let (d_x_shared, d_shared) = mlp_backward(b, shared, &d_y, saved)?;
+            d_x = b.add(&d_x, &d_x_shared)?;
+            Some(d_shared)
         }
         _ => None,
     };
-    let dweights = b.reshape(&dweights, &[n, k])?;
-    let dlogits = b.route_backward(&s.routing, &dweights, dscores, &cfg.route_spec())?;
-    let (dxg, gate) = b.linear_backward(&s.x, &p.gate, &dlogits)?;
-    dx = b.add(&dx, &dxg)?;
-    let gate_bias = match &p.gate_bias {
+    let d_weights = b.reshape(&d_weights, &[n, k])?;
+    let d_logits = b.route_backward(&s.routing, &d_weights, d_scores, &cfg.route_spec())?;
+    let (d_x_gate, d_gate) = b.linear_backward(&s.x, &p.gate, &d_logits)?;
+    d_x = b.add(&d_x, &d_x_gate)?;
+    // The selection bias only chooses: no gradient (it moves by the balancing rule).
+    let d_gate_bias = match &p.gate_bias {
         Some(bias) => Some(b.zeros(&b.shape(bias))?),
         None => None,
     };
-    Ok((b.reshape(&dx, &s.shape)?, MoeParams { gate, gate_bias, experts, shared }))
+    let grads = MoeParams { gate: d_gate, gate_bias: d_gate_bias, experts: d_experts, shared: d_shared };
+    Ok((b.reshape(&d_x, &s.shape)?, grads))
 }
 
 fn zeros_like_mlp<B: Backend>(b: &B, p: &MlpParams<B::Tensor>) -> Result<MlpParams<B::Tensor>> {

@@ -9,6 +9,15 @@
 //!   shared output head (or the module's own copy when the checkpoint has one),
 //! - `L^k = CE(P^k_{0..S−k−1}, t_{k+1..S})` (eq. 24); the objective adds `λ/D Σ_k L^k` (eq. 25).
 //!
+//! | eq. | what | where |
+//! |---|---|---|
+//! | 21 | `h'^k = M_k [RMSNorm(Emb(t_{i+k})); RMSNorm(h^{k−1})]` | `input` (used by [`forward_train`], [`forward_cached`]) |
+//! | 22 | `h^k = TRM_k(h'^k)` | [`forward_train`] (`block_forward_train`), [`forward_cached`] (the block over its cache) |
+//! | 23 | `P^k = OutHead(h^k)` | [`forward_train`], [`forward_cached`] (`shared_head.norm`, then the head) |
+//! | 24, 25 | `L^k = CE(P^k, t_{k+1..})`, `L_MTP = λ/D Σ_k L^k` | `train::objective::forward` (with the main loss and the balance loss) |
+//! | | backward of 21–23 | [`backward`] |
+//! | §5.4.3 | speculative decoding with the modules | [`speculative`] |
+//!
 //! h^0 is the main model's hidden state after its final norm (as the goldens define it);
 //! for k ≥ 1 the state handed on, h^k, is likewise the one module k feeds its head (after
 //! its own norm), so every depth sees its predecessor exactly as its head does. The modules
@@ -155,7 +164,7 @@ pub fn forward_train<B: Backend>(
 #[derive(Debug, Clone)]
 pub struct MtpGrads<T> {
     /// `d h^{k−1}` `[B, S − k + 1, D]` (zero on the last position, which module k never reads).
-    pub dh_prev: T,
+    pub d_h_prev: T,
     /// The module's own tensors (`embed`/`head` present iff the module has its own).
     pub params: MtpParams<T>,
     /// Contributions to the main model's embedding and head when they are shared.
@@ -163,40 +172,45 @@ pub struct MtpGrads<T> {
     pub shared_head: Option<T>,
 }
 
-/// Backward of [`forward_train`] from `dlogits [B, S_k, V]` and the gradient on h^k from
-/// the next module (if any); `dscores` adds to the block's gate scores (balance loss).
+/// Backward of [`forward_train`] from `d_logits [B, S_k, V]` and the gradient on h^k from
+/// the next module (if any); `d_scores` adds to the block's gate scores (balance loss).
 pub fn backward<B: Backend>(
     b: &B,
     model: &Transformer<B>,
-    dlogits: &B::Tensor,
-    dhidden: Option<&B::Tensor>,
+    d_logits: &B::Tensor,
+    d_hidden: Option<&B::Tensor>,
     s: &MtpSaved<B>,
-    dscores: Option<&B::Tensor>,
+    d_scores: Option<&B::Tensor>,
 ) -> Result<MtpGrads<B::Tensor>> {
     let p = &model.params.mtp[s.depth - 1];
     let (_, head) = embed_head(&model.params, p);
-    let (mut dhidden_total, dhead) = b.linear_backward(&s.hidden, head, dlogits)?;
-    if let Some(extra) = dhidden {
-        dhidden_total = b.add(&dhidden_total, extra)?;
+    let (mut d_hidden_total, d_head) = b.linear_backward(&s.hidden, head, d_logits)?;
+    if let Some(extra) = d_hidden {
+        d_hidden_total = b.add(&d_hidden_total, extra)?;
     }
-    let (dblock_out, head_norm) = b.rms_norm_backward(&s.block_out, &p.head_norm, &s.head_rstd, &dhidden_total)?;
-    let (dproj, block) = block_backward(b, &model.cfg, &model.rope(), &p.block, &dblock_out, &s.block, dscores)?;
-    let (dcat, eh_proj) = b.linear_backward(&s.cat, &p.eh_proj, &dproj)?;
+    let (d_block_out, d_head_norm) = b.rms_norm_backward(&s.block_out, &p.head_norm, &s.head_rstd, &d_hidden_total)?;
+    let (d_projected, d_block) =
+        block_backward(b, &model.cfg, &model.rope(), &p.block, &d_block_out, &s.block, d_scores)?;
+    let (d_cat, d_eh_proj) = b.linear_backward(&s.cat, &p.eh_proj, &d_projected)?;
     let d = model.cfg.dim;
-    let (de_norm, dh_norm) = (b.narrow(&dcat, 2, 0, d)?, b.narrow(&dcat, 2, d, d)?);
-    let (demb, enorm) = b.rms_norm_backward(&s.emb, &p.enorm, &s.emb_rstd, &de_norm)?;
-    let (dh, hnorm) = b.rms_norm_backward(&s.h_prev, &p.hnorm, &s.h_rstd, &dh_norm)?;
-    let bsz = b.shape(&dh)[0];
-    let dh_prev = b.concat(&[&dh, &b.zeros(&[bsz, s.prev_len - b.shape(&dh)[1], d])?], 1)?;
-    let dembed = b.embedding_backward(&s.tokens, &demb, model.cfg.vocab_size)?;
-    let (embed, shared_embed) = if p.embed.is_some() { (Some(dembed), None) } else { (None, Some(dembed)) };
-    let (head, shared_head) = if p.head.is_some() { (Some(dhead), None) } else { (None, Some(dhead)) };
-    Ok(MtpGrads {
-        dh_prev,
-        params: MtpParams { enorm, hnorm, eh_proj, block, head_norm, embed, head },
-        shared_embed,
-        shared_head,
-    })
+    let (d_e_normed, d_h_normed) = (b.narrow(&d_cat, 2, 0, d)?, b.narrow(&d_cat, 2, d, d)?);
+    let (d_emb, d_enorm) = b.rms_norm_backward(&s.emb, &p.enorm, &s.emb_rstd, &d_e_normed)?;
+    let (d_h, d_hnorm) = b.rms_norm_backward(&s.h_prev, &p.hnorm, &s.h_rstd, &d_h_normed)?;
+    let bsz = b.shape(&d_h)[0];
+    let d_h_prev = b.concat(&[&d_h, &b.zeros(&[bsz, s.prev_len - b.shape(&d_h)[1], d])?], 1)?;
+    let d_embed = b.embedding_backward(&s.tokens, &d_emb, model.cfg.vocab_size)?;
+    let (d_own_embed, d_shared_embed) = if p.embed.is_some() { (Some(d_embed), None) } else { (None, Some(d_embed)) };
+    let (d_own_head, d_shared_head) = if p.head.is_some() { (Some(d_head), None) } else { (None, Some(d_head)) };
+    let params = MtpParams {
+        enorm: d_enorm,
+        hnorm: d_hnorm,
+        eh_proj: d_eh_proj,
+        block: d_block,
+        head_norm: d_head_norm,
+        embed: d_own_embed,
+        head: d_own_head,
+    };
+    Ok(MtpGrads { d_h_prev, params, shared_embed: d_shared_embed, shared_head: d_shared_head })
 }
 
 /// Logits of every MTP module for `tokens [B, S]` (no gradients): depth k's logits are

@@ -75,8 +75,8 @@ pub struct Pass<B: Backend> {
     mtp: Vec<MtpSaved<B>>,
     /// Targets and log-sum-exps of the main and each MTP cross-entropy.
     ce: Vec<(B::Indices, B::Tensor)>,
-    /// Per MoE block, dL_bal/dscores `[N, E]` (None when the balance loss is off).
-    dscores: Vec<Option<B::Tensor>>,
+    /// Per MoE block, ∂L_bal/∂scores `[N, E]` (None when the balance loss is off).
+    d_scores: Vec<Option<B::Tensor>>,
 }
 
 /// `logits [B, L, V]` on the first `n` positions, flattened `[B·n, V]`.
@@ -124,10 +124,10 @@ pub fn forward<B: Backend>(b: &B, model: &Transformer<B>, tokens: &B::Indices, o
     // Loads and the balance loss of every MoE block: main blocks (sequences of S tokens),
     // then MTP module k's block (sequences of S − k tokens).
     let blocks = (main.blocks.iter().map(|s| (s, seq))).chain(mtp_saved.iter().map(|m| (&m.block, seq - m.depth)));
-    let (mut loads, mut dscores, mut aux) = (Vec::new(), Vec::new(), 0.0);
+    let (mut loads, mut d_scores, mut aux) = (Vec::new(), Vec::new(), 0.0);
     for (saved, seq_len) in blocks {
         let Some(routing) = saved.routing() else {
-            dscores.push(None);
+            d_scores.push(None);
             continue;
         };
         let indices = b
@@ -136,18 +136,18 @@ pub fn forward<B: Backend>(b: &B, model: &Transformer<B>, tokens: &B::Indices, o
             .map_err(|_| Error::shape("loads", "indices"))?;
         loads.push(expert_loads(indices.view(), model.cfg.n_routed_experts));
         if obj.aux == AuxLoss::None {
-            dscores.push(None);
+            d_scores.push(None);
             continue;
         }
         let scores =
             b.download_f64(&routing.scores)?.into_dimensionality().map_err(|_| Error::shape("aux", "scores"))?;
         let (loss, grad) = balance_loss(scores.view(), indices.view(), seq_len, obj.aux, f64::from(obj.aux_alpha));
         aux += loss;
-        dscores.push(Some(b.upload_f64(grad.into_dyn().view())?));
+        d_scores.push(Some(b.upload_f64(grad.into_dyn().view())?));
     }
     let total = main_loss + f64::from(obj.mtp_lambda) * mtp_loss + aux;
     let losses = Losses { total: total as f32, main: main_loss as f32, mtp: mtp_loss as f32, aux: aux as f32 };
-    Ok(Pass { losses, total, stats: StepStats { loads }, logits, mtp_logits, main, mtp: mtp_saved, ce, dscores })
+    Ok(Pass { losses, total, stats: StepStats { loads }, logits, mtp_logits, main, mtp: mtp_saved, ce, d_scores })
 }
 
 /// The gradient of `w_main · L_main + w_mtp · L_MTP + w_aux · L_bal` from one [`forward`].
@@ -163,47 +163,47 @@ pub fn backward<B: Backend>(
         let [bsz, len, vocab] = b.shape(logits)[..] else { unreachable!("logits are [B, L, V]") };
         let n = b.shape(lse)[0] / bsz;
         let rows = first_positions(b, logits, n)?;
-        let d = b.reshape(&b.cross_entropy_backward(&rows, lse, targets, w)?, &[bsz, n, vocab])?;
-        b.concat(&[&d, &b.zeros(&[bsz, len - n, vocab])?], 1)
+        let d_rows = b.reshape(&b.cross_entropy_backward(&rows, lse, targets, w)?, &[bsz, n, vocab])?;
+        b.concat(&[&d_rows, &b.zeros(&[bsz, len - n, vocab])?], 1)
     };
-    let dscores: Vec<Option<B::Tensor>> =
-        pass.dscores.iter().map(|d| d.as_ref().map(|d| b.scale(d, w_aux)).transpose()).collect::<Result<_>>()?;
+    let d_scores: Vec<Option<B::Tensor>> =
+        pass.d_scores.iter().map(|d| d.as_ref().map(|d| b.scale(d, w_aux)).transpose()).collect::<Result<_>>()?;
     let n_main = pass.main.blocks.len();
 
     // MTP modules from the deepest down: each hands d h^{k−1} to the one before.
-    let (mut dh, mut mtp_grads) = (None, Vec::with_capacity(depth));
-    let (mut shared_embed, mut shared_head) = (None::<B::Tensor>, None::<B::Tensor>);
+    let (mut d_h, mut d_mtp) = (None, Vec::with_capacity(depth));
+    let (mut d_shared_embed, mut d_shared_head) = (None::<B::Tensor>, None::<B::Tensor>);
     for (k, saved) in pass.mtp.iter().enumerate().rev() {
-        let dlogits = ce_grad(&pass.mtp_logits[k], &pass.ce[k + 1], w_mtp / depth as f32)?;
-        let g =
-            mtp::backward(b, model, &dlogits, dh.as_ref(), saved, dscores.get(n_main + k).and_then(Option::as_ref))?;
+        let d_logits = ce_grad(&pass.mtp_logits[k], &pass.ce[k + 1], w_mtp / depth as f32)?;
+        let d_scores = d_scores.get(n_main + k).and_then(Option::as_ref);
+        let g = mtp::backward(b, model, &d_logits, d_h.as_ref(), saved, d_scores)?;
         let add = |acc: Option<B::Tensor>, x: Option<B::Tensor>| -> Result<Option<B::Tensor>> {
             Ok(match (acc, x) {
                 (Some(a), Some(x)) => Some(b.add(&a, &x)?),
                 (a, x) => a.or(x),
             })
         };
-        shared_embed = add(shared_embed, g.shared_embed)?;
-        shared_head = add(shared_head, g.shared_head)?;
-        dh = Some(g.dh_prev);
-        mtp_grads.push(g.params);
+        d_shared_embed = add(d_shared_embed, g.shared_embed)?;
+        d_shared_head = add(d_shared_head, g.shared_head)?;
+        d_h = Some(g.d_h_prev);
+        d_mtp.push(g.params);
     }
-    mtp_grads.reverse();
+    d_mtp.reverse();
 
-    let dlogits = ce_grad(&pass.logits, &pass.ce[0], w_main)?;
-    let mut grads = model.backward(b, &dlogits, dh.as_ref(), &pass.main, &dscores[..n_main.min(dscores.len())])?;
-    if let Some(e) = shared_embed {
+    let d_logits = ce_grad(&pass.logits, &pass.ce[0], w_main)?;
+    let mut grads = model.backward(b, &d_logits, d_h.as_ref(), &pass.main, &d_scores[..n_main.min(d_scores.len())])?;
+    if let Some(e) = d_shared_embed {
         grads.embed = b.add(&grads.embed, &e)?;
     }
-    if let Some(h) = shared_head {
+    if let Some(h) = d_shared_head {
         grads.head = b.add(&grads.head, &h)?;
     }
     // Modules the objective did not run get zero gradients (the tree mirrors Params).
     if depth < model.params.mtp.len() {
         let zeros = model.params.try_map(|_, _, t| b.zeros(&b.shape(t)))?;
-        mtp_grads.extend(zeros.mtp.into_iter().skip(depth));
+        d_mtp.extend(zeros.mtp.into_iter().skip(depth));
     }
-    grads.mtp = mtp_grads;
+    grads.mtp = d_mtp;
     Ok(grads)
 }
 
@@ -235,4 +235,13 @@ pub fn grads_by_term<B: Backend>(
         aux: backward(b, model, &pass, [0.0, 0.0, 1.0])?,
     };
     Ok((pass.losses, grads, pass.stats))
+}
+
+/// `−log softmax(logits)[target]` of one row of logits, in f64: the host-side next-token
+/// loss that validation and the studies evaluate (the training loss itself runs on the
+/// backend through `Backend::cross_entropy_forward`).
+pub fn token_nll<D: ndarray::Dimension>(logits: ndarray::ArrayView<'_, f32, D>, target: usize) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) as f64;
+    let lse = max + logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    lse - logits.iter().nth(target).copied().expect("the target indexes the row") as f64
 }

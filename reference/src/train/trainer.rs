@@ -237,10 +237,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
             count += n;
             for (i, r) in trace.routing.iter().flatten().enumerate() {
                 let idx = self.b.download_indices(&r.indices)?;
-                if loads.len() <= i {
-                    loads.push(vec![0; self.model.cfg.n_routed_experts]);
+                let idx = idx.view().into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Input(e.to_string()))?;
+                let block = crate::balance::expert_loads(idx, self.model.cfg.n_routed_experts);
+                match loads.get_mut(i) {
+                    Some(acc) => acc.iter_mut().zip(block).for_each(|(a, l)| *a += l),
+                    None => loads.push(block),
                 }
-                idx.iter().for_each(|&e| loads[i][e as usize] += 1);
             }
         }
         let vios: Vec<f64> = loads.iter().map(|l| max_vio(l)).collect();
@@ -327,9 +329,7 @@ fn next_token_nll(logits: &ArrayD<f32>, tokens: &Array2<i64>) -> (f64, usize) {
     let (mut sum, mut n) = (0.0, 0);
     for (bi, seq) in logits.axis_iter(Axis(0)).enumerate() {
         for (s, row) in seq.axis_iter(Axis(0)).enumerate().take(tokens.ncols() - 1) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) as f64;
-            let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            sum += lse - row[tokens[[bi, s + 1]] as usize] as f64;
+            sum += super::objective::token_nll(row, tokens[[bi, s + 1]] as usize);
             n += 1;
         }
     }
