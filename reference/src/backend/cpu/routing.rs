@@ -6,11 +6,14 @@ use crate::backend::{RouteSpec, ScoreFunc};
 use crate::error::Result;
 use ndarray::{Array2, ArrayD};
 
-/// Indices of the `k` largest values, in descending order; ties go to the lower index
-/// (what `torch.topk` does on the CPU and what the goldens show).
-pub(crate) fn top_k_desc<F: PartialOrd>(values: &[F], k: usize) -> Vec<usize> {
+/// Indices of the `k` largest values, in descending order of the IEEE total order
+/// (`f64::total_cmp` on the widened values: −NaN < −∞ < … < −0 < +0 < … < +∞ < +NaN); ties
+/// go to the lower index (what `torch.topk` does on the CPU and what the goldens show).
+/// `route.cu` breaks ties by the same order, so both backends choose alike even on ±0 and NaN.
+pub(crate) fn top_k_desc<F: CpuFloat>(values: &[F], k: usize) -> Vec<usize> {
+    let key = |i: usize| values[i].to_f64().expect("a float widens to f64");
     let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[b].partial_cmp(&values[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     order.truncate(k);
     order
 }
@@ -173,4 +176,21 @@ pub(super) fn scatter_add_rows<F: CpuFloat>(dst: &ArrayD<F>, rows: &ArrayD<i64>,
         target += &row;
     }
     Ok(out.into_dyn())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_k_desc;
+
+    /// The total order, exact ties to the lower index, in f32 and f64 alike.
+    #[test]
+    fn top_k_breaks_ties_by_the_total_order() {
+        let neg_nan = -f32::NAN;
+        let v = [0.5f32, f32::NAN, 0.5, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, neg_nan, -0.0];
+        // +NaN, +inf, 0.5 (index 0 before 2), +0, −0 (index 3 before 8), −inf, −NaN.
+        assert_eq!(top_k_desc(&v, 9), [1, 5, 0, 2, 4, 3, 8, 6, 7]);
+        let w: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        assert_eq!(top_k_desc(&w, 9), [1, 5, 0, 2, 4, 3, 8, 6, 7]);
+        assert_eq!(top_k_desc(&v, 3), [1, 5, 0]);
+    }
 }
