@@ -1,4 +1,4 @@
-//! `v3lab logits --checkpoint DIR --tokens FILE --out FILE`: the contract of DESIGN.md.
+//! `v3lab logits --checkpoint DIR --tokens FILE --out FILE`: the CLI contract of ARCHITECTURE.md.
 //! Tokens: safetensors with an I64 tensor `tokens` [B, S]; output: F32 `logits` [B, S, V].
 //! The forward is generic over the backend: `--backend cuda` runs it on the GPU (and
 //! fails with a clear error where there is none); `--decode` computes the same logits by

@@ -8,6 +8,14 @@
 //!   (Wang et al. 2024, eq. 4), over one batch (MaxVio_batch) or accumulated loads
 //!   (MaxVio_global).
 //!
+//! | eq. / rule | what | where |
+//! |---|---|---|
+//! | §2.1.2 | `b_i ← b_i + γ·sign(mean load − load_i)` | [`update_selection_bias`], [`update_model_biases`] |
+//! | 17 | `L_Bal = α Σ f_i P_i` | [`balance_loss`] |
+//! | 18 | `f_i = N_r/(K_r T) Σ_t 1(i chosen at t)` | [`balance_loss`], from [`expert_loads`] |
+//! | 19, 20 | `s'_{i,t} = s_{i,t} / Σ_j s_{j,t}`, `P_i = (1/T) Σ_t s'_{i,t}` | [`balance_loss`] |
+//! | Wang et al. eq. 4 | MaxVio | [`max_vio`], [`LoadTally`] |
+//!
 //! Everything here works on small host arrays (`[N, E]` scores, `[N, K]` indices) in f64;
 //! the exact definitions are those of `../shared/goldens/README.md` (train-v3-tiny).
 

@@ -5,6 +5,18 @@
 //! low-rank latent `c_q = W_DQ h` (eqs. 6–7) or one projection. A decoupled rotary part of
 //! width R (`k^R` shared by all heads, eq. 3; `q^R` per head, eq. 8) carries position.
 //!
+//! | eq. | what | where |
+//! |---|---|---|
+//! | 1 | `c^KV = W^DKV h` | [`Mla::project`] (`wkv_a`, first C outputs), then `kv_norm` |
+//! | 2, 5 | `k^C = W^UK c^KV`, `v^C = W^UV c^KV` | `Mla::naive_qkv` (`wkv_b`); absorbed: `split_wkv_b`, `per_head` |
+//! | 3 | `k^R = RoPE(W^KR h)`, shared by the heads | [`Mla::project`] (`wkv_a`, last R outputs), [`rope`] |
+//! | 4, 9 | `k = [k^C; k^R]`, `q = [q^C; q^R]` | `Mla::naive_qkv` |
+//! | 6, 7 | `c^Q = W^DQ h`, `q^C = W^UQ c^Q` | [`Mla::project`] (`wq_a`, `q_norm`, `wq_b`; or one `wq`) |
+//! | 8 | `q^R = RoPE(W^QR c^Q)` | [`Mla::project`] |
+//! | 10 | `softmax(q·k / √(d_h + d_h^R)) v` | `Backend::attention_forward` (naive), `Backend::latent_attention_forward` (absorbed); the scale is [`ModelConfig::softmax_scale`] |
+//! | 11 | `u = W^O [o_1; …; o_H]` | [`Mla::forward`] (`wo`) |
+//! | | backward of 1–11 (naive) | [`Mla::backward`](train) in `train.rs` |
+//!
 //! Two equivalent ways to attend, a value of [`AttentionImpl`]:
 //! - `Naive`: materialise per-head keys and values (what training differentiates);
 //! - `Absorbed`: fold `W_UK` into the query and apply `W_UV` after attending, so the cache
@@ -231,6 +243,7 @@ impl<B: Backend> Mla<'_, B> {
                 per_head(b, &out_latent, &w_uv, true)?
             }
         };
+        // Eq. 11: the heads' outputs side by side, through W^O.
         b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)
     }
 }

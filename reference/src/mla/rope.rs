@@ -1,5 +1,5 @@
 //! Decoupled rotary position embedding with YaRN frequency blending
-//! (DeepSeek-V3 eqs. 3 and 5 apply it to `k^R` and `q^R`; the public code's
+//! (DeepSeek-V3 eqs. 3 and 8 apply it to `k^R` and `q^R`; the public code's
 //! `precompute_freqs_cis` and `apply_rotary_emb`, interleaved pairs).
 //!
 //! The public code evaluates the table in float32 (`torch.float32`, `complex64`); so does

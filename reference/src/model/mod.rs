@@ -154,9 +154,9 @@ impl<B: Backend> Transformer<B> {
         Ok(Trace { embed, layer_out, routing, final_hidden, logits })
     }
 
-    /// Logits `[B, S, V]` for every position.
+    /// Logits `[B, S, V]` for every position (no per-layer trace kept).
     pub fn forward(&self, b: &B, tokens: &B::Indices, imp: AttentionImpl) -> Result<B::Tensor> {
-        Ok(self.forward_traced(b, tokens, 0, None, imp)?.logits)
+        Ok(self.run(b, tokens, 0, None, imp, false)?.logits)
     }
 }
 

@@ -6,7 +6,16 @@
 //! a token may route only into the `topk_groups` best groups (node-limited routing);
 //! the combine weights are the unbiased scores of the chosen experts, normalised for
 //! sigmoid (eq. 13) and multiplied by the route scale. The arithmetic of routing lives in
-//! `Backend::route` (CPU: `backend/cpu.rs`), this module composes it with the experts.
+//! `Backend::route` (CPU: `backend/cpu/routing.rs`), this module composes it with the experts.
+//!
+//! | eq. | what | where |
+//! |---|---|---|
+//! | 12 | `h' = u + Σ FFN^(s)(u) + Σ g_i FFN^(r)_i(u)` | [`moe_forward`], [`train::moe_forward_train`]; FFN: [`mlp_forward`] |
+//! | 13 | `g_i = g'_i / Σ g'_j` | `Backend::route` (`RouteSpec::normalize`), times `route_scale` |
+//! | 14 | `g'_i = s_i` if `s_i` is in the top-K_r, else 0 | `Backend::route` (CPU `gate_row`, `top_k_desc`) |
+//! | 15 | `s_i = sigmoid(u·e_i)` | [`gate_forward`] (the logits), `Backend::route` (the sigmoid) |
+//! | 16 | the top-K_r chosen by `s_i + b_i`, weights from `s_i` | `Backend::route` with the selection bias |
+//! | | backward of 12–15 | [`train::moe_backward`], `Backend::route_backward` |
 
 pub mod train;
 

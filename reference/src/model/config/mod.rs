@@ -394,7 +394,10 @@ impl ModelConfig {
         layer >= self.n_dense_layers && layer.is_multiple_of(self.moe_layer_freq)
     }
 
-    /// Attention's softmax scale: `1/sqrt(d_nope + d_rope)`, times YaRN's m² when active.
+    /// Attention's softmax scale (DeepSeek-V3 eq. 10): `1/√(d_h + d_h^R)` with
+    /// `d_h = qk_nope_head_dim`, `d_h^R = qk_rope_head_dim`, times YaRN's `m²`
+    /// (`m = 0.1 · mscale_all_dim · ln(s) + 1`) when YaRN is active and `mscale_all_dim` ≠ 0,
+    /// as the public code's `MLA.__init__` and transformers' `yarn_apply_mscale`.
     pub fn softmax_scale(&self) -> f32 {
         let base = (self.qk_head_dim() as f32).powf(-0.5);
         match &self.yarn {
