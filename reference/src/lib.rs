@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod balance;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod fp8;
@@ -18,12 +19,15 @@ pub mod mla;
 pub mod model;
 pub mod moe;
 pub mod mtp;
+pub mod params;
 pub mod plot;
 pub mod train;
 
 pub use backend::{AdamWStep, Backend, CpuBackend, RouteSpec, Routing, ScoreFunc};
+pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use mla::AttentionImpl;
-pub use model::{checkpoint, config::ModelConfig, params::Params, Decoder, Trace, Transformer};
+pub use model::{checkpoint, Decoder, Trace, Transformer};
+pub use params::Params;
 /// The tokenizers crate, whose `Tokenizer` [`generate::load_tokenizer`] returns.
 pub use tokenizers;

@@ -21,8 +21,8 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::params::{BlockParams, FfnParams};
 use crate::model::Transformer;
+use crate::params::{BlockParams, FfnParams};
 use ndarray::{Array2, ArrayD, ArrayView2};
 
 /// Which balance loss joins the objective (`train.json` `balance.aux`).

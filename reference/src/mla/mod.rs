@@ -26,9 +26,9 @@ pub mod rope;
 pub mod train;
 
 use crate::backend::Backend;
+use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::config::ModelConfig;
-use crate::model::params::{MlaParams, QueryParams};
+use crate::params::{MlaParams, QueryParams};
 pub use rope::Rope;
 
 /// One MLA layer as every function of this module sees it: the backend, the model's config,

@@ -6,11 +6,11 @@
 //! this one, step by step in the same order, so that the angles agree to the last bits
 //! that matter.
 
-use crate::model::config::ModelConfig;
+use crate::config::ModelConfig;
 use ndarray::Array2;
 
 /// `cos` and `sin` of `position · frequency_i`, `[max_seq_len, R/2]`, each multiplied by
-/// YaRN's rotary amplitude ([`YarnConfig::rotary_amplitude`](crate::model::config::YarnConfig)).
+/// YaRN's rotary amplitude ([`YarnConfig::rotary_amplitude`](crate::config::YarnConfig)).
 #[derive(Debug, Clone)]
 pub struct RopeTable {
     pub cos: Array2<f32>,
@@ -72,7 +72,7 @@ impl RopeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::YarnConfig;
+    use crate::config::YarnConfig;
     use proptest::prelude::*;
 
     fn config(rope_dim: usize, max_seq_len: usize, yarn: Option<YarnConfig>) -> ModelConfig {

@@ -4,7 +4,7 @@
 use super::{Mla, Projections, Rope};
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::model::params::{MlaParams, QueryParams};
+use crate::params::{MlaParams, QueryParams};
 
 /// What [`Mla::forward_train`] keeps. B batch, S positions, H heads, D width, C latent,
 /// dn/dr/dv the no-rope, rope and value head widths, r the query latent.

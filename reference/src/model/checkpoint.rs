@@ -6,11 +6,11 @@
 //! shape, and that every tensor present is used exactly once. Saving writes the released
 //! layout atomically.
 
-use super::config::ModelConfig;
-use super::params::{released_name, Layout, Params};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::fp8::E4M3;
 use crate::io::{to_f32, write_atomically, write_safetensors, MappedFile, OwnedTensor};
+use crate::params::{released_name, Layout, Params};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::Dtype;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -4,17 +4,19 @@
 //! Logits for every position; incremental decoding with either cache.
 
 pub mod checkpoint;
-pub mod config;
-pub mod params;
 pub mod train;
 
+// The configuration and parameter types sit below the components that use them (`crate::config`,
+// `crate::params`); these paths keep working.
+pub use crate::{config, params};
+
 use crate::backend::{Backend, Routing};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla};
 use crate::moe::{mlp_forward, moe_forward};
-use config::ModelConfig;
+use crate::params::{BlockParams, FfnParams, Params};
 use ndarray::{ArrayD, ArrayView2};
-use params::{BlockParams, FfnParams, Params};
 
 /// Everything the conformance suites compare, for one forward.
 #[derive(Debug, Clone)]

@@ -2,13 +2,13 @@
 //! backward, block by block (pre-norm residual blocks `x + MLA(norm(x))`,
 //! `x + FFN(norm(x))`, then the final norm and the output head).
 
-use super::params::{BlockParams, FfnParams, Params};
 use super::Transformer;
 use crate::backend::{Backend, Routing};
+use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::mla::{train::MlaSaved, Mla, Rope};
-use crate::model::config::ModelConfig;
 use crate::moe::train::{mlp_backward, mlp_forward_train, moe_backward, moe_forward_train, MlpSaved, MoeSaved};
+use crate::params::{BlockParams, FfnParams, Params};
 
 /// A block's feed-forward activations.
 #[derive(Debug, Clone)]

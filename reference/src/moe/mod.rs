@@ -20,9 +20,9 @@
 pub mod train;
 
 use crate::backend::{Backend, Routing};
+use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::config::ModelConfig;
-use crate::model::params::{MlpParams, MoeParams};
+use crate::params::{MlpParams, MoeParams};
 
 /// SwiGLU feed-forward, `w2(silu(w1 x) · w3 x)`: the dense blocks, each routed expert and
 /// the shared experts.

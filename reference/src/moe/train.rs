@@ -4,9 +4,9 @@
 //! forward with the saved activations dropped.
 
 use crate::backend::{Backend, Dispatch, Routing};
+use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::config::ModelConfig;
-use crate::model::params::{MlpParams, MoeParams};
+use crate::params::{MlpParams, MoeParams};
 
 /// What [`mlp_forward_train`] keeps for the backward. `[.., D]` is the input's shape, F the
 /// hidden width.

@@ -28,9 +28,9 @@ pub mod speculative;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::mla::LayerCache;
-use crate::model::params::{MtpParams, Params};
 use crate::model::train::{block_backward, block_forward_train, BlockSaved};
 use crate::model::Transformer;
+use crate::params::{MtpParams, Params};
 
 /// What [`forward_train`] keeps for module k; `S_k = S − k` positions, every tensor
 /// `[B, S_k, D]` unless said otherwise.

@@ -2,9 +2,9 @@
 //! "we randomly initialize all learnable parameters with a standard deviation of 0.006").
 //! Matrices are drawn from N(0, std²), norm gains start at 1, selection biases at 0.
 
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::config::ModelConfig;
-use crate::model::params::{Layout, ParamKind, Params};
+use crate::params::{Layout, ParamKind, Params};
 use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -15,10 +15,10 @@ use crate::backend::Backend;
 pub use crate::balance::AuxLoss;
 use crate::balance::{balance_loss, expert_loads};
 use crate::error::{Error, Result};
-use crate::model::params::Params;
 use crate::model::train::ModelSaved;
 use crate::model::Transformer;
 use crate::mtp::{self, MtpSaved};
+use crate::params::Params;
 
 /// What to optimise (`train.json`: `mtp_depth`, `mtp_lambda`, `balance.aux`, `balance.aux_alpha`).
 #[derive(Debug, Clone, Copy, PartialEq)]

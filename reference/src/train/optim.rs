@@ -9,7 +9,7 @@
 
 use crate::backend::{AdamWStep, Backend};
 use crate::error::{Error, Result};
-use crate::model::params::{ParamKind, Params};
+use crate::params::{ParamKind, Params};
 
 /// The hyper-parameters that stay fixed during a run (the learning rate comes from the schedule).
 #[derive(Debug, Clone, Copy, PartialEq)]

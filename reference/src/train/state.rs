@@ -14,12 +14,12 @@
 
 use super::config::TrainConfig;
 use super::optim::{AdamW, Moments};
+use crate::config::ModelConfig;
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
 use crate::io::{write_atomically, write_safetensors, MappedFile, OwnedTensor};
 use crate::model::checkpoint::{self, SaveDtype};
-use crate::model::config::ModelConfig;
-use crate::model::params::Params;
+use crate::params::Params;
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -113,7 +113,7 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
     let file = MappedFile::open(&opt_path)?;
     let mut moments = Vec::new();
     for (name, kind, p) in ckpt.params.leaves() {
-        if kind == crate::model::params::ParamKind::SelectionBias {
+        if kind == crate::params::ParamKind::SelectionBias {
             continue;
         }
         let read = |prefix: &str| -> Result<ArrayD<f32>> {

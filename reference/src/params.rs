@@ -6,7 +6,7 @@
 //! Leaves are named by the released checkpoints' names (`model.layers.N.self_attn.q_a_proj.weight`).
 //! `released_name` translates the public code's names (`layers.N.attn.wq_a.weight`).
 
-use super::config::ModelConfig;
+use crate::config::ModelConfig;
 
 /// What a leaf is, for the code that treats leaves differently (weight decay on 2-D
 /// weights only; the selection bias is not trained by gradients).
