@@ -6,7 +6,7 @@ use crate::tolerance::*;
 use crate::{assert_close, goldens_dir, read_f64};
 use ndarray::{s, ArrayD, Axis, IxDyn};
 use rand::Rng;
-use v3lab_reference::mla::{rope::RopeTable, LayerCache, Mla, Rope};
+use v3lab_reference::mla::{rope::RopeTable, LayerCache, Mla, Rope, Step};
 use v3lab_reference::model::params::{FfnParams, Params};
 use v3lab_reference::moe::moe_forward;
 use v3lab_reference::train::init::init_params;
@@ -56,8 +56,8 @@ pub fn check_moe<B: Backend>(b: &B) {
         };
         for shape in [[1, 1, cfg.dim], [2, 37, cfg.dim]] {
             let x = rand_array(&mut rng_for("moe"), &shape);
-            let (want, want_r) = moe_forward(&CPU, &cfg, p_cpu, &x).unwrap();
-            let (got, got_r) = moe_forward(b, &cfg, p_dev, &up(b, &x)).unwrap();
+            let (want, want_r, _) = moe_forward(&CPU, &cfg, p_cpu, &x, false).unwrap();
+            let (got, got_r, _) = moe_forward(b, &cfg, p_dev, &up(b, &x), false).unwrap();
             let tag = format!("moe {shape:?} softmax {softmax}");
             expect_indices(b, &format!("{tag} indices"), &got_r.indices, &want_r.indices);
             expect_close(b, &tag, &got, &want, F32_MODEL);
@@ -77,17 +77,17 @@ pub fn check_mla<B: Backend>(b: &B) {
     let mla_dev = Mla { b, cfg: &cfg, p: &dev.layers[0].attn, rope: Rope { cos: &cos_b, sin: &sin_b } };
     let x = rand_array(&mut rng_for("mla"), &[2, 11, cfg.dim]);
     for imp in [AttentionImpl::Naive, AttentionImpl::Absorbed] {
-        let want = mla_cpu.forward(&x, 0, None, imp).unwrap();
-        let got = mla_dev.forward(&up(b, &x), 0, None, imp).unwrap();
+        let want = mla_cpu.forward(&x, Step::infer(0, None, imp)).unwrap().0;
+        let got = mla_dev.forward(&up(b, &x), Step::infer(0, None, imp)).unwrap().0;
         expect_close(b, &format!("mla {imp:?}"), &got, &want, F32_MODEL);
 
         let mut cache_cpu = LayerCache::new(&CPU, &cfg, imp, 2, 16).unwrap();
         let mut cache_dev = LayerCache::new(b, &cfg, imp, 2, 16).unwrap();
         for (start, len) in [(0, 7), (7, 1), (8, 1), (9, 2)] {
             let xs = x.slice(s![.., start..start + len, ..]).to_owned().into_dyn();
-            let want = mla_cpu.forward(&xs, start, Some(&mut cache_cpu), imp).unwrap();
-            let got = mla_dev.forward(&up(b, &xs), start, Some(&mut cache_dev), imp);
-            expect_close(b, &format!("mla {imp:?} cached at {start}"), &got.unwrap(), &want, F32_MODEL);
+            let want = mla_cpu.forward(&xs, Step::infer(start, Some(&mut cache_cpu), imp)).unwrap().0;
+            let got = mla_dev.forward(&up(b, &xs), Step::infer(start, Some(&mut cache_dev), imp));
+            expect_close(b, &format!("mla {imp:?} cached at {start}"), &got.unwrap().0, &want, F32_MODEL);
         }
     }
 }

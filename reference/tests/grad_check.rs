@@ -7,10 +7,12 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use v3lab_reference::backend::{CpuBackendF64, RouteSpec, ScoreFunc};
-use v3lab_reference::mla::Mla;
+use v3lab_reference::mla::{Mla, Step};
+use v3lab_reference::model::block_forward;
 use v3lab_reference::model::params::{Layout, MlaParams, MlpParams, QueryParams, TryMap};
-use v3lab_reference::model::train::{block_backward, block_forward_train};
-use v3lab_reference::moe::train::{mlp_backward, mlp_forward_train};
+use v3lab_reference::model::train::block_backward;
+use v3lab_reference::moe::mlp_forward;
+use v3lab_reference::moe::train::mlp_backward;
 use v3lab_reference::train::objective::{self, AuxLoss, Objective};
 use v3lab_reference::{Backend, ModelConfig, Params, Transformer};
 
@@ -220,10 +222,10 @@ proptest! {
         let (b, mut rng) = (CpuBackendF64, StdRng::seed_from_u64(seed));
         let p = MlpParams { w1: random(&mut rng, &[6, 4], 0.7), w2: random(&mut rng, &[4, 6], 0.7), w3: random(&mut rng, &[6, 4], 0.7) };
         let (x, r) = (random(&mut rng, &[rows, 4], 1.0), random(&mut rng, &[rows, 4], 1.0));
-        let (_, saved) = mlp_forward_train(&b, &p, &x).unwrap();
+        let saved = mlp_forward(&b, &p, &x, true).unwrap().1.unwrap();
         let (dx, g) = mlp_backward(&b, &p, &r, &saved).unwrap();
         let (inputs, grads) = ([vec![x], vec![p.w1.clone(), p.w2.clone(), p.w3.clone()]].concat(), vec![dx, g.w1, g.w2, g.w3]);
-        let f = |v: &[T]| Some(dot(&mlp_forward_train(&b, &MlpParams { w1: v[1].clone(), w2: v[2].clone(), w3: v[3].clone() }, &v[0]).unwrap().0, &r));
+        let f = |v: &[T]| Some(dot(&mlp_forward(&b, &MlpParams { w1: v[1].clone(), w2: v[2].clone(), w3: v[3].clone() }, &v[0], false).unwrap().0, &r));
         fd_check("mlp", &inputs, &grads, f, &mut rng);
     }
 
@@ -251,11 +253,11 @@ proptest! {
         };
         let (x, r) = (random(&mut rng, &[bsz, seq, cfg.dim], 1.0), random(&mut rng, &[bsz, seq, cfg.dim], 1.0));
         let mla = Mla { b: &b, cfg: &cfg, p, rope };
-        let (_, saved) = mla.forward_train(&x).unwrap();
+        let saved = mla.forward(&x, Step::train()).unwrap().1.unwrap();
         let (dx, g) = mla.backward(&r, &saved).unwrap();
         let inputs = [vec![x], leaves(p)].concat();
         let grads = [vec![dx], leaves(&g)].concat();
-        let f = |v: &[T]| Some(dot(&Mla { b: &b, cfg: &cfg, p: &build(&v[1..]), rope }.forward_train(&v[0]).unwrap().0, &r));
+        let f = |v: &[T]| Some(dot(&Mla { b: &b, cfg: &cfg, p: &build(&v[1..]), rope }.forward(&v[0], Step::train()).unwrap().0, &r));
         fd_check("mla", &inputs, &grads, f, &mut rng);
     }
 
@@ -269,11 +271,12 @@ proptest! {
         let (rope, p) = (model.rope(), &model.params.layers[1]);
         let (x, r) = (random(&mut rng, &[bsz, seq, cfg.dim], 1.0), random(&mut rng, &[bsz, seq, cfg.dim], 1.0));
         let rs = random(&mut rng, &[bsz * seq, cfg.n_routed_experts], 1.0);
-        let (_, saved) = block_forward_train(&b, &cfg, &rope, p, &x).unwrap();
+        let saved = block_forward(&b, &cfg, &rope, p, &x, Step::train()).unwrap().2.unwrap();
         let (dx, g) = block_backward(&b, &cfg, &rope, p, &r, &saved, Some(&rs)).unwrap();
         let routing = saved.routing().unwrap().indices.clone();
         let f = |v: &[T]| {
-            let (y, s) = block_forward_train(&b, &cfg, &rope, &rebuild(p, &v[1..]), &v[0]).unwrap();
+            let (y, _, s) = block_forward(&b, &cfg, &rope, &rebuild(p, &v[1..]), &v[0], Step::train()).unwrap();
+            let s = s.unwrap();
             let s_routing = s.routing().unwrap();
             (s_routing.indices == routing).then(|| dot(&y, &r) + dot(&s_routing.scores, &rs))
         };

@@ -86,7 +86,7 @@ fn decoding_past_the_cache_is_an_error() {
 /// Decoding with a cache of the other kind is an error that names both, not a panic.
 #[test]
 fn attention_with_the_other_kind_of_cache_is_an_error() {
-    use v3lab_reference::mla::{LayerCache, Mla};
+    use v3lab_reference::mla::{LayerCache, Mla, Step};
     let cfg = ModelConfig::from_json(&serde_json::json!({
         "vocab_size": 37, "dim": 16, "inter_dim": 24, "moe_inter_dim": 8, "n_layers": 1, "n_dense_layers": 1,
         "n_heads": 2, "n_routed_experts": 4, "n_activated_experts": 2, "kv_lora_rank": 4,
@@ -102,7 +102,7 @@ fn attention_with_the_other_kind_of_cache_is_an_error() {
         (AttentionImpl::Absorbed, AttentionImpl::Naive, "Naive attention with a latent cache"),
     ] {
         let mut cache = LayerCache::new(&b, &cfg, cache_kind, 1, 8).unwrap();
-        let err = mla.forward(&x, 0, Some(&mut cache), imp).unwrap_err().to_string();
+        let err = mla.forward(&x, Step::infer(0, Some(&mut cache), imp)).unwrap_err().to_string();
         assert!(err.contains(want), "{err}");
     }
 }

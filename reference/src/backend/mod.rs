@@ -20,7 +20,7 @@ use crate::error::Result;
 use ndarray::{ArrayD, ArrayViewD};
 
 /// The routing decision of a gate for N tokens.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Routing<B: Backend> {
     /// `[N, K]` combine weights (unbiased scores of the chosen experts, normalised and
     /// multiplied by the route scale).
@@ -30,6 +30,13 @@ pub struct Routing<B: Backend> {
     /// `[N, E]` unbiased scores (sigmoid or softmax of the gate logits); the balance losses
     /// and the gate's backward read them.
     pub scores: B::Tensor,
+}
+
+// By hand: a derive would ask `B: Clone`, and only the tensors are cloned.
+impl<B: Backend> Clone for Routing<B> {
+    fn clone(&self) -> Self {
+        Routing { weights: self.weights.clone(), indices: self.indices.clone(), scores: self.scores.clone() }
+    }
 }
 
 /// How a gate turns scores into a routing decision (public code: `Gate.forward`).

@@ -30,10 +30,11 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::{MlaParams, QueryParams};
 pub use rope::Rope;
+use train::MlaSaved;
 
 /// One MLA layer as every function of this module sees it: the backend, the model's config,
-/// the layer's weights and the rotary table. Inference ([`Mla::forward`]) and training
-/// ([`Mla::forward_train`], [`Mla::backward`]) are methods of it.
+/// the layer's weights and the rotary table. One forward ([`Mla::forward`], for inference
+/// and training alike) and the backward ([`Mla::backward`]) are methods of it.
 pub struct Mla<'a, B: Backend> {
     pub b: &'a B,
     pub cfg: &'a ModelConfig,
@@ -206,29 +207,42 @@ impl<B: Backend> Mla<'_, B> {
         Ok((q, k, v))
     }
 
-    /// MLA on normalised input `x [B, S, D]` at positions `start_pos..`; with a cache the
-    /// keys and values of earlier positions come from it and this step's are appended.
-    pub fn forward(
-        &self,
-        x: &B::Tensor,
-        start_pos: usize,
-        cache: Option<&mut LayerCache<B::Tensor>>,
-        imp: AttentionImpl,
-    ) -> Result<B::Tensor> {
+    /// MLA on normalised input `x [B, S, D]` (eqs. 1–11), run as `step` says: at positions
+    /// `start_pos..`, reading earlier positions from the cache and appending these, in either
+    /// form; with `save`, what [`Mla::backward`] needs is kept (the naive form over all
+    /// positions from 0, without a cache: what training differentiates). Inference is the
+    /// same function with `save` off, and keeps nothing.
+    pub fn forward(&self, x: &B::Tensor, step: Step<'_, B::Tensor>) -> Result<MlaOut<B::Tensor>> {
         let Mla { b, cfg, p, .. } = *self;
+        let Step { start_pos, cache, attention, save } = step;
+        if save && (start_pos != 0 || cache.is_some() || attention != AttentionImpl::Naive) {
+            return Err(crate::Error::Input(
+                "MLA saves for its backward only in the naive form, from position 0, without a cache".into(),
+            ));
+        }
         let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
         let (h, dr, dv) = (cfg.n_heads, cfg.qk_rope_head_dim, cfg.v_head_dim);
         let proj = self.project(x, start_pos)?;
         let scale = cfg.softmax_scale();
 
-        let out = match imp {
+        // Eq. 11: the heads' outputs side by side, through W^O.
+        let output = |out: &B::Tensor| b.linear(&b.reshape(out, &[bsz, seq, h * dv])?, &p.wo);
+        match attention {
             AttentionImpl::Naive => {
                 let (q, k, v) = self.naive_qkv(&proj)?;
-                let (k, v) = match cache {
-                    Some(c) => c.append(b, imp, (&k, &v), start_pos)?,
-                    None => (k, v),
+                let (out, lse) = match cache {
+                    Some(c) => {
+                        let (k, v) = c.append(b, attention, (&k, &v), start_pos)?;
+                        b.attention_forward(&q, &k, &v, scale, start_pos)?
+                    }
+                    None => b.attention_forward(&q, &k, &v, scale, start_pos)?,
                 };
-                b.attention_forward(&q, &k, &v, scale, start_pos)?.0
+                let y = output(&out)?;
+                let saved = save.then(|| {
+                    let Projections { q_latent, kv_c, kv_rstd, kv_latent, .. } = proj;
+                    MlaSaved { x: x.clone(), q_latent, kv_c, kv_rstd, kv_latent, q, k, v, out, lse }
+                });
+                Ok((y, saved))
             }
             AttentionImpl::Absorbed => {
                 let Projections { q_nope, q_pe, kv_latent, k_pe, .. } = proj;
@@ -236,14 +250,36 @@ impl<B: Backend> Mla<'_, B> {
                 let q_latent = per_head(b, &q_nope, &w_uk, false)?;
                 let k_pe = b.reshape(&k_pe, &[bsz, seq, dr])?;
                 let (kv_latent, k_pe) = match cache {
-                    Some(c) => c.append(b, imp, (&kv_latent, &k_pe), start_pos)?,
+                    Some(c) => c.append(b, attention, (&kv_latent, &k_pe), start_pos)?,
                     None => (kv_latent, k_pe),
                 };
                 let out_latent = b.latent_attention_forward(&q_latent, &q_pe, &kv_latent, &k_pe, scale, start_pos)?;
-                per_head(b, &out_latent, &w_uv, true)?
+                Ok((output(&per_head(b, &out_latent, &w_uv, true)?)?, None))
             }
-        };
-        // Eq. 11: the heads' outputs side by side, through W^O.
-        b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)
+        }
+    }
+}
+
+/// What [`Mla::forward`] returns: `y [B, S, D]` and, with `save`, what the backward needs.
+pub type MlaOut<T> = (T, Option<MlaSaved<T>>);
+
+/// How one forward of a layer runs: where its positions start, the cache it reads and
+/// extends, the attention form, and whether it keeps what its backward needs.
+pub struct Step<'c, T> {
+    pub start_pos: usize,
+    pub cache: Option<&'c mut LayerCache<T>>,
+    pub attention: AttentionImpl,
+    pub save: bool,
+}
+
+impl<'c, T> Step<'c, T> {
+    /// Training: every position from 0, the naive form, saving for the backward.
+    pub fn train() -> Self {
+        Step { start_pos: 0, cache: None, attention: AttentionImpl::Naive, save: true }
+    }
+
+    /// Inference at positions `start_pos..`, through `cache` when given; nothing saved.
+    pub fn infer(start_pos: usize, cache: Option<&'c mut LayerCache<T>>, attention: AttentionImpl) -> Self {
+        Step { start_pos, cache, attention, save: false }
     }
 }

@@ -1,12 +1,12 @@
-//! MLA for training: the naive path (per-head keys and values materialised, eqs. 1–11)
-//! with its saved activations, and the hand-written backward right below.
+//! MLA's backward: what the forward saves in the naive form (per-head keys and values
+//! materialised, eqs. 1–11), and the hand-written backward of that forward.
 
-use super::{Mla, Projections, Rope};
+use super::{Mla, Rope};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::params::{MlaParams, QueryParams};
 
-/// What [`Mla::forward_train`] keeps. B batch, S positions, H heads, D width, C latent,
+/// What [`Mla::forward`] keeps for the backward (`save` on). B batch, S positions, H heads, D width, C latent,
 /// dn/dr/dv the no-rope, rope and value head widths, r the query latent.
 #[derive(Debug, Clone)]
 pub struct MlaSaved<T> {
@@ -32,21 +32,7 @@ pub struct MlaSaved<T> {
 }
 
 impl<B: Backend> Mla<'_, B> {
-    /// MLA on normalised `x [B, S, D]` at positions `0..S`: `(y [B, S, D], saved)` (eq. 11).
-    pub fn forward_train(&self, x: &B::Tensor) -> Result<(B::Tensor, MlaSaved<B::Tensor>)> {
-        let Mla { b, cfg, p, .. } = *self;
-        let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
-        let (h, dv) = (cfg.n_heads, cfg.v_head_dim);
-        let proj = self.project(x, 0)?;
-        let (q, k, v) = self.naive_qkv(&proj)?;
-        let Projections { q_latent, kv_c, kv_rstd, kv_latent, .. } = proj;
-
-        let (out, lse) = b.attention_forward(&q, &k, &v, cfg.softmax_scale(), 0)?;
-        let y = b.linear(&b.reshape(&out, &[bsz, seq, h * dv])?, &p.wo)?;
-        Ok((y, MlaSaved { x: x.clone(), q_latent, kv_c, kv_rstd, kv_latent, q, k, v, out, lse }))
-    }
-
-    /// Backward of [`Mla::forward_train`]: `(d_x [B, S, D], grads)`.
+    /// Backward of [`Mla::forward`] run with [`Step::train`](super::Step::train): `(d_x [B, S, D], grads)`.
     pub fn backward(&self, d_y: &B::Tensor, s: &MlaSaved<B::Tensor>) -> Result<(B::Tensor, MlaParams<B::Tensor>)> {
         let Mla { b, cfg, p, rope: Rope { cos, sin } } = *self;
         let [bsz, seq, _] = b.shape(&s.x)[..] else { unreachable!("MLA input is [B, S, D]") };

@@ -13,10 +13,11 @@ pub use crate::{config, params};
 use crate::backend::{Backend, Routing};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla};
+use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla, Rope, Step};
 use crate::moe::{mlp_forward, moe_forward};
 use crate::params::{BlockParams, FfnParams, Params};
 use ndarray::{ArrayD, ArrayView2};
+use train::{BlockSaved, FfnSaved};
 
 /// Everything the conformance suites compare, for one forward.
 #[derive(Debug, Clone)]
@@ -74,33 +75,6 @@ impl<B: Backend> Transformer<B> {
         Ok(())
     }
 
-    /// One decoder block `x + MLA(norm(x))`, then `+ FFN(norm(·))`, at positions
-    /// `start_pos..` (also the MTP modules' block).
-    pub(crate) fn block_forward(
-        &self,
-        b: &B,
-        p: &BlockParams<B::Tensor>,
-        x: &B::Tensor,
-        start_pos: usize,
-        cache: Option<&mut LayerCache<B::Tensor>>,
-        imp: AttentionImpl,
-    ) -> Result<(B::Tensor, Option<Routing<B>>)> {
-        let eps = self.cfg.rms_norm_eps;
-        let attn_in = b.rms_norm_forward(x, &p.attn_norm, eps)?.0;
-        let mla = Mla { b, cfg: &self.cfg, p: &p.attn, rope: self.rope() };
-        let attn = mla.forward(&attn_in, start_pos, cache, imp)?;
-        let x = b.add(x, &attn)?;
-        let ffn_in = b.rms_norm_forward(&x, &p.ffn_norm, eps)?.0;
-        let (ffn, routing) = match &p.ffn {
-            FfnParams::Dense(mlp) => (mlp_forward(b, mlp, &ffn_in)?, None),
-            FfnParams::Moe(moe) => {
-                let (y, r) = moe_forward(b, &self.cfg, moe, &ffn_in)?;
-                (y, Some(r))
-            }
-        };
-        Ok((b.add(&x, &ffn)?, routing))
-    }
-
     /// The forward of `tokens [B, S]` at positions `start_pos..`, keeping every intermediate
     /// the conformance suites check. With `caches` (one per layer) earlier positions are
     /// read from them and these are appended.
@@ -144,7 +118,7 @@ impl<B: Backend> Transformer<B> {
         let (mut layer_out, mut routing) = (Vec::new(), Vec::new());
         for (i, p) in self.params.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            let (y, r) = self.block_forward(b, p, &x, start_pos, cache, imp)?;
+            let (y, r, _) = block_forward(b, &self.cfg, &self.rope(), p, &x, Step::infer(start_pos, cache, imp))?;
             x = y;
             if keep_layers {
                 layer_out.push(x.clone());
@@ -160,6 +134,45 @@ impl<B: Backend> Transformer<B> {
     pub fn forward(&self, b: &B, tokens: &B::Indices, imp: AttentionImpl) -> Result<B::Tensor> {
         Ok(self.run(b, tokens, 0, None, imp, false)?.logits)
     }
+}
+
+/// What [`block_forward`] returns: the output, a MoE block's routing, and with `save` the
+/// saved state.
+pub type BlockOut<B> = (<B as Backend>::Tensor, Option<Routing<B>>, Option<BlockSaved<B>>);
+
+/// One decoder block (the public code's `Block.forward`, also the MTP modules' block):
+/// `x + MLA(norm(x))`, then `+ FFN(norm(·))`, run as `step` says (positions, cache,
+/// attention form; with `save`, what [`train::block_backward`] needs). Returns the output,
+/// the routing of a MoE block, and the saved state.
+pub fn block_forward<B: Backend>(
+    b: &B,
+    cfg: &ModelConfig,
+    rope: &Rope<'_, B::Tensor>,
+    p: &BlockParams<B::Tensor>,
+    x: &B::Tensor,
+    step: Step<'_, B::Tensor>,
+) -> Result<BlockOut<B>> {
+    let (eps, save) = (cfg.rms_norm_eps, step.save);
+    let (attn_in, attn_rstd) = b.rms_norm_forward(x, &p.attn_norm, eps)?;
+    let (attn_out, attn) = Mla { b, cfg, p: &p.attn, rope: *rope }.forward(&attn_in, step)?;
+    let x1 = b.add(x, &attn_out)?;
+    let (ffn_in, ffn_rstd) = b.rms_norm_forward(&x1, &p.ffn_norm, eps)?;
+    let (ffn_out, routing, ffn) = match &p.ffn {
+        FfnParams::Dense(mlp) => {
+            let (y, saved) = mlp_forward(b, mlp, &ffn_in, save)?;
+            (y, None, saved.map(FfnSaved::Dense))
+        }
+        FfnParams::Moe(moe) => {
+            let (y, routing, saved) = moe_forward(b, cfg, moe, &ffn_in, save)?;
+            (y, Some(routing), saved.map(FfnSaved::Moe))
+        }
+    };
+    let y = b.add(&x1, &ffn_out)?;
+    let saved = match (attn, ffn) {
+        (Some(attn), Some(ffn)) => Some(BlockSaved { x: x.clone(), attn_rstd, attn, x1, ffn_rstd, ffn }),
+        _ => None,
+    };
+    Ok((y, routing, saved))
 }
 
 /// Incremental decoding: a prefill of any length, then any number of further steps, each

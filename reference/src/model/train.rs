@@ -6,8 +6,8 @@ use super::Transformer;
 use crate::backend::{Backend, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::mla::{train::MlaSaved, Mla, Rope};
-use crate::moe::train::{mlp_backward, mlp_forward_train, moe_backward, moe_forward_train, MlpSaved, MoeSaved};
+use crate::mla::{train::MlaSaved, Mla, Rope, Step};
+use crate::moe::train::{mlp_backward, moe_backward, MlpSaved, MoeSaved};
 use crate::params::{BlockParams, FfnParams, Params};
 
 /// A block's feed-forward activations.
@@ -17,7 +17,7 @@ pub enum FfnSaved<B: Backend> {
     Moe(MoeSaved<B>),
 }
 
-/// What [`block_forward_train`] keeps; every tensor `[B, S, D]` unless said otherwise.
+/// What [`block_forward`](super::block_forward) keeps for the backward; every tensor `[B, S, D]` unless said otherwise.
 #[derive(Debug, Clone)]
 pub struct BlockSaved<B: Backend> {
     /// Block input.
@@ -42,34 +42,7 @@ impl<B: Backend> BlockSaved<B> {
     }
 }
 
-/// One decoder block at positions `0..S` (the public code's `Block.forward`).
-pub fn block_forward_train<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    rope: &Rope<'_, B::Tensor>,
-    p: &BlockParams<B::Tensor>,
-    x: &B::Tensor,
-) -> Result<(B::Tensor, BlockSaved<B>)> {
-    let eps = cfg.rms_norm_eps;
-    let (attn_in, attn_rstd) = b.rms_norm_forward(x, &p.attn_norm, eps)?;
-    let (attn_out, attn) = Mla { b, cfg, p: &p.attn, rope: *rope }.forward_train(&attn_in)?;
-    let x1 = b.add(x, &attn_out)?;
-    let (ffn_in, ffn_rstd) = b.rms_norm_forward(&x1, &p.ffn_norm, eps)?;
-    let (ffn_out, ffn) = match &p.ffn {
-        FfnParams::Dense(mlp) => {
-            let (y, s) = mlp_forward_train(b, mlp, &ffn_in)?;
-            (y, FfnSaved::Dense(s))
-        }
-        FfnParams::Moe(moe) => {
-            let (y, s) = moe_forward_train(b, cfg, moe, &ffn_in)?;
-            (y, FfnSaved::Moe(s))
-        }
-    };
-    let y = b.add(&x1, &ffn_out)?;
-    Ok((y, BlockSaved { x: x.clone(), attn_rstd, attn, x1, ffn_rstd, ffn }))
-}
-
-/// Backward of [`block_forward_train`]; `dscores` is an extra gradient on a MoE gate's
+/// Backward of [`block_forward`](super::block_forward) run with [`Step::train`]; `dscores` is an extra gradient on a MoE gate's
 /// unbiased scores (balance loss). Returns `(dx, grads)`.
 pub fn block_backward<B: Backend>(
     b: &B,
@@ -125,9 +98,9 @@ impl<B: Backend> Transformer<B> {
         let mut x = b.embedding_forward(&self.params.embed, tokens)?;
         let mut blocks = Vec::with_capacity(self.params.layers.len());
         for p in &self.params.layers {
-            let (y, saved) = block_forward_train(b, &self.cfg, &self.rope(), p, &x)?;
+            let (y, _, saved) = super::block_forward(b, &self.cfg, &self.rope(), p, &x, Step::train())?;
             x = y;
-            blocks.push(saved);
+            blocks.push(saved.expect("a training step saves"));
         }
         let (final_hidden, norm_rstd) = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?;
         let logits = b.linear(&final_hidden, &self.params.head)?;

@@ -10,7 +10,7 @@
 //!
 //! | eq. | what | where |
 //! |---|---|---|
-//! | 12 | `h' = u + Σ FFN^(s)(u) + Σ g_i FFN^(r)_i(u)` | [`moe_forward`], [`train::moe_forward_train`]; FFN: [`mlp_forward`] |
+//! | 12 | `h' = u + Σ FFN^(s)(u) + Σ g_i FFN^(r)_i(u)` | [`moe_forward`] (one forward: `save` keeps what the backward needs); FFN: [`mlp_forward`] |
 //! | 13 | `g_i = g'_i / Σ g'_j` | `Backend::route` (`RouteSpec::normalize`), times `route_scale` |
 //! | 14 | `g'_i = s_i` if `s_i` is in the top-K_r, else 0 | `Backend::route` (CPU `gate_row`, `top_k_desc`) |
 //! | 15 | `s_i = sigmoid(u·e_i)` | [`gate_forward`] (the logits), `Backend::route` (the sigmoid) |
@@ -19,15 +19,30 @@
 
 pub mod train;
 
-use crate::backend::{Backend, Routing};
+use crate::backend::{Backend, Dispatch, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::{MlpParams, MoeParams};
+use train::{MlpSaved, MoeSaved};
+
+/// What [`mlp_forward`] returns: the output and, with `save`, what the backward needs.
+pub type MlpOut<T> = (T, Option<MlpSaved<T>>);
+/// What [`moe_forward`] returns: the output, the routing, and with `save` the saved state.
+pub type MoeOut<B> = (<B as Backend>::Tensor, Routing<B>, Option<MoeSaved<B>>);
 
 /// SwiGLU feed-forward, `w2(silu(w1 x) · w3 x)`: the dense blocks, each routed expert and
-/// the shared experts.
-pub fn mlp_forward<B: Backend>(b: &B, p: &MlpParams<B::Tensor>, x: &B::Tensor) -> Result<B::Tensor> {
-    Ok(train::mlp_forward_train(b, p, x)?.0)
+/// the shared experts. With `save`, what [`train::mlp_backward`] needs is kept.
+pub fn mlp_forward<B: Backend>(
+    b: &B,
+    p: &MlpParams<B::Tensor>,
+    x: &B::Tensor,
+    save: bool,
+) -> Result<MlpOut<B::Tensor>> {
+    let gate = b.linear(x, &p.w1)?;
+    let up = b.linear(x, &p.w3)?;
+    let act = b.swiglu_forward(&gate, &up)?;
+    let y = b.linear(&act, &p.w2)?;
+    Ok((y, save.then(|| MlpSaved { x: x.clone(), gate, up, act })))
 }
 
 /// The gate on `x [N, D]`.
@@ -40,15 +55,79 @@ pub fn gate_forward<B: Backend>(
     b.route(&b.linear(x, &p.gate)?, p.gate_bias.as_ref(), &cfg.route_spec())
 }
 
-/// MoE block on `x [.., D]`: the output and the routing it chose.
+/// `Σ_k rows[pair (n, k)]` for each token `n`: `rows [N·K, D]` in gathered (expert) order,
+/// brought back to each token by `dispatch.rows_by_token` and summed over the K in that
+/// order, the same on every backend and run (a scatter-add by token row would leave the
+/// order of the K additions to the device's atomics). `[N, D]`.
+pub(crate) fn sum_per_token<B: Backend>(
+    b: &B,
+    rows: &B::Tensor,
+    dispatch: &Dispatch<B>,
+    n: usize,
+    k: usize,
+) -> Result<B::Tensor> {
+    let d = b.shape(rows)[1];
+    let per_pair = b.reshape(&b.gather_rows(rows, &dispatch.rows_by_token)?, &[n, k, d])?;
+    b.reshape(&b.sum_axis(&per_pair, 1)?, &[n, d])
+}
+
+/// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`, the routing
+/// it chose, and with `save` what [`train::moe_backward`] needs.
 pub fn moe_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
     p: &MoeParams<B::Tensor>,
     x: &B::Tensor,
-) -> Result<(B::Tensor, Routing<B>)> {
-    let (y, saved) = train::moe_forward_train(b, cfg, p, x)?;
-    Ok((y, saved.routing))
+    save: bool,
+) -> Result<MoeOut<B>> {
+    let shape = b.shape(x);
+    let d = cfg.dim;
+    let x = b.reshape(x, &[shape.iter().product::<usize>() / d, d])?;
+    let n = b.shape(&x)[0];
+    let routing = gate_forward(b, cfg, p, &x)?;
+
+    // Group the (token, expert) pairs by expert, run each expert on its block of rows,
+    // weight each row by its gate value and add it back to its token.
+    let dispatch = b.expert_dispatch(&routing.indices, cfg.n_routed_experts)?;
+    let rows = b.gather_rows(&x, &dispatch.token_rows)?;
+    let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
+    let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
+    let (mut outputs, mut experts) = (Vec::new(), Vec::new());
+    for (e, expert) in p.experts.iter().enumerate() {
+        let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
+        experts.push(if end > start {
+            let (y, saved) = mlp_forward(b, expert, &b.narrow(&rows, 0, start, end - start)?, save)?;
+            outputs.push(y);
+            saved
+        } else {
+            None
+        });
+    }
+    let expert_out = if outputs.is_empty() { None } else { Some(b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?) };
+    let mut y = match &expert_out {
+        Some(out) => sum_per_token(b, &b.mul(out, &row_weights)?, &dispatch, n, cfg.n_activated_experts)?,
+        None => b.zeros(&[n, d])?,
+    };
+    let shared = match &p.shared {
+        Some(sp) => {
+            let (ys, saved) = mlp_forward(b, sp, &x, save)?;
+            y = b.add(&y, &ys)?;
+            saved
+        }
+        None => None,
+    };
+    let y = b.reshape(&y, &shape)?;
+    let saved = save.then(|| MoeSaved {
+        shape,
+        x,
+        routing: routing.clone(),
+        dispatch,
+        row_weights,
+        experts,
+        expert_out,
+        shared,
+    });
+    Ok((y, routing, saved))
 }
 
 #[cfg(test)]

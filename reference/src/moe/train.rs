@@ -1,14 +1,13 @@
-//! Forward with saved activations and hand-written backward of the feed-forward blocks
-//! (DeepSeek-V3 eq. 12 and the gate of eqs. 13–16), side by side in the style of llm.c.
-//! The forward used for inference ([`super::moe_forward`], [`super::mlp_forward`]) is this
-//! forward with the saved activations dropped.
+//! The hand-written backward of the feed-forward blocks (DeepSeek-V3 eq. 12 and the gate of
+//! eqs. 13–16) and what their one forward ([`super::moe_forward`], [`super::mlp_forward`])
+//! saves for it, in the style of llm.c.
 
 use crate::backend::{Backend, Dispatch, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::{MlpParams, MoeParams};
 
-/// What [`mlp_forward_train`] keeps for the backward. `[.., D]` is the input's shape, F the
+/// What [`super::mlp_forward`] keeps for the backward (`save` on). `[.., D]` is the input's shape, F the
 /// hidden width.
 #[derive(Debug, Clone)]
 pub struct MlpSaved<T> {
@@ -22,19 +21,7 @@ pub struct MlpSaved<T> {
     pub act: T,
 }
 
-/// SwiGLU FFN `w2(silu(w1 x) · w3 x)` (the dense blocks, each routed and the shared experts).
-pub fn mlp_forward_train<B: Backend>(
-    b: &B,
-    p: &MlpParams<B::Tensor>,
-    x: &B::Tensor,
-) -> Result<(B::Tensor, MlpSaved<B::Tensor>)> {
-    let gate = b.linear(x, &p.w1)?;
-    let up = b.linear(x, &p.w3)?;
-    let act = b.swiglu_forward(&gate, &up)?;
-    Ok((b.linear(&act, &p.w2)?, MlpSaved { x: x.clone(), gate, up, act }))
-}
-
-/// Backward of [`mlp_forward_train`]: `(d_x, grads)`.
+/// Backward of [`super::mlp_forward`] run with `save`: `(d_x, grads)`.
 pub fn mlp_backward<B: Backend>(
     b: &B,
     p: &MlpParams<B::Tensor>,
@@ -48,7 +35,7 @@ pub fn mlp_backward<B: Backend>(
     Ok((b.add(&d_x_gate, &d_x_up)?, MlpParams { w1: d_w1, w2: d_w2, w3: d_w3 }))
 }
 
-/// What [`moe_forward_train`] keeps. N tokens, K experts per token, D width.
+/// What [`super::moe_forward`] keeps for the backward (`save` on). N tokens, K experts per token, D width.
 #[derive(Debug, Clone)]
 pub struct MoeSaved<B: Backend> {
     /// The input's shape `[.., D]`.
@@ -68,64 +55,7 @@ pub struct MoeSaved<B: Backend> {
     pub shared: Option<MlpSaved<B::Tensor>>,
 }
 
-/// `Σ_k rows[pair (n, k)]` for each token `n`: `rows [N·K, D]` in gathered (expert) order,
-/// brought back to each token by `dispatch.rows_by_token` and summed over the K in that
-/// order, the same on every backend and run (a scatter-add by token row would leave the
-/// order of the K additions to the device's atomics). `[N, D]`.
-fn sum_per_token<B: Backend>(b: &B, rows: &B::Tensor, dispatch: &Dispatch<B>, n: usize, k: usize) -> Result<B::Tensor> {
-    let d = b.shape(rows)[1];
-    let per_pair = b.reshape(&b.gather_rows(rows, &dispatch.rows_by_token)?, &[n, k, d])?;
-    b.reshape(&b.sum_axis(&per_pair, 1)?, &[n, d])
-}
-
-/// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`.
-pub fn moe_forward_train<B: Backend>(
-    b: &B,
-    cfg: &ModelConfig,
-    p: &MoeParams<B::Tensor>,
-    x: &B::Tensor,
-) -> Result<(B::Tensor, MoeSaved<B>)> {
-    let shape = b.shape(x);
-    let d = cfg.dim;
-    let x = b.reshape(x, &[shape.iter().product::<usize>() / d, d])?;
-    let n = b.shape(&x)[0];
-    let routing = super::gate_forward(b, cfg, p, &x)?;
-
-    // Group the (token, expert) pairs by expert, run each expert on its block of rows,
-    // weight each row by its gate value and add it back to its token.
-    let dispatch = b.expert_dispatch(&routing.indices, cfg.n_routed_experts)?;
-    let rows = b.gather_rows(&x, &dispatch.token_rows)?;
-    let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
-    let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
-    let (mut outputs, mut experts) = (Vec::new(), Vec::new());
-    for (e, expert) in p.experts.iter().enumerate() {
-        let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
-        experts.push(if end > start {
-            let (y, saved) = mlp_forward_train(b, expert, &b.narrow(&rows, 0, start, end - start)?)?;
-            outputs.push(y);
-            Some(saved)
-        } else {
-            None
-        });
-    }
-    let expert_out = if outputs.is_empty() { None } else { Some(b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?) };
-    let mut y = match &expert_out {
-        Some(out) => sum_per_token(b, &b.mul(out, &row_weights)?, &dispatch, n, cfg.n_activated_experts)?,
-        None => b.zeros(&[n, d])?,
-    };
-    let shared = match &p.shared {
-        Some(sp) => {
-            let (ys, saved) = mlp_forward_train(b, sp, &x)?;
-            y = b.add(&y, &ys)?;
-            Some(saved)
-        }
-        None => None,
-    };
-    let saved = MoeSaved { shape: shape.clone(), x, routing, dispatch, row_weights, experts, expert_out, shared };
-    Ok((b.reshape(&y, &shape)?, saved))
-}
-
-/// Backward of [`moe_forward_train`]. `dscores [N, E]`, when given, is an extra gradient on
+/// Backward of [`super::moe_forward`] run with `save`. `dscores [N, E]`, when given, is an extra gradient on
 /// the gate's unbiased scores (from a balance loss). The selection bias gets a zero
 /// gradient: it only chooses. Returns `(d_x [.., D], grads)`.
 pub fn moe_backward<B: Backend>(
@@ -160,7 +90,7 @@ pub fn moe_backward<B: Backend>(
             }
         }
         let d_rows = b.concat(&d_rows.iter().collect::<Vec<_>>(), 0)?;
-        d_x = sum_per_token(b, &d_rows, &s.dispatch, n, k)?;
+        d_x = super::sum_per_token(b, &d_rows, &s.dispatch, n, k)?;
     } else {
         d_x = b.zeros(&[n, d])?;
         for expert in &p.experts {

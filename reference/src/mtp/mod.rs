@@ -12,7 +12,7 @@
 //! | eq. | what | where |
 //! |---|---|---|
 //! | 21 | `h'^k = M_k [RMSNorm(Emb(t_{i+k})); RMSNorm(h^{k−1})]` | `input` (used by [`forward_train`], [`forward_cached`]) |
-//! | 22 | `h^k = TRM_k(h'^k)` | [`forward_train`] (`block_forward_train`), [`forward_cached`] (the block over its cache) |
+//! | 22 | `h^k = TRM_k(h'^k)` | [`block_forward`] in [`forward_train`] (saving) and [`forward_cached`] (over its cache) |
 //! | 23 | `P^k = OutHead(h^k)` | [`forward_train`], [`forward_cached`] (`shared_head.norm`, then the head) |
 //! | 24, 25 | `L^k = CE(P^k, t_{k+1..})`, `L_MTP = λ/D Σ_k L^k` | `train::objective::forward` (with the main loss and the balance loss) |
 //! | | backward of 21–23 | [`backward`] |
@@ -27,8 +27,9 @@ pub mod speculative;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::mla::LayerCache;
-use crate::model::train::{block_backward, block_forward_train, BlockSaved};
+use crate::mla::{LayerCache, Step};
+use crate::model::block_forward;
+use crate::model::train::{block_backward, BlockSaved};
 use crate::model::Transformer;
 use crate::params::{MtpParams, Params};
 
@@ -117,8 +118,9 @@ pub fn forward_cached<B: Backend>(
 ) -> Result<(B::Tensor, B::Tensor)> {
     let p = module(model, depth)?;
     let x = input(b, model, p, tokens, h_prev)?.projected;
-    let imp = cache.attention();
-    let (block_out, _) = model.block_forward(b, &p.block, &x, start, Some(cache), imp)?;
+    let attention = cache.attention();
+    let step = Step::infer(start, Some(cache), attention);
+    let (block_out, _, _) = block_forward(b, &model.cfg, &model.rope(), &p.block, &x, step)?;
     let hidden = b.rms_norm_forward(&block_out, &p.head_norm, model.cfg.rms_norm_eps)?.0;
     let n = b.shape(&hidden)[1];
     let logits = b.linear(&b.narrow(&hidden, 1, n - 1, 1)?, embed_head(&model.params, p).1)?;
@@ -152,7 +154,8 @@ pub fn forward_train<B: Backend>(
     let tokens = token_window(b, tokens, depth, len)?;
     let h_prev = b.narrow(h_prev, 1, 0, len)?;
     let Input { emb, emb_rstd, h_rstd, cat, projected } = input(b, model, p, &tokens, &h_prev)?;
-    let (block_out, block) = block_forward_train(b, cfg, &model.rope(), &p.block, &projected)?;
+    let (block_out, _, block) = block_forward(b, cfg, &model.rope(), &p.block, &projected, Step::train())?;
+    let block = block.expect("a training step saves");
     let (hidden, head_rstd) = b.rms_norm_forward(&block_out, &p.head_norm, eps)?;
     let logits = b.linear(&hidden, head)?;
     let saved =
