@@ -305,6 +305,25 @@ pub fn check_route<B: Backend>(b: &B) {
         expect_close(b, &format!("{tag} weights"), &got.weights, &want.weights, F32_TRANSCENDENTAL);
         expect_close(b, &format!("{tag} scores"), &got.scores, &want.scores, F32_TRANSCENDENTAL);
     }
+    // The order ties are broken by, from its definition (the IEEE total order, ties to the
+    // lower index): every score ties (logits 0), a NaN bias makes a choice +NaN, above the
+    // +inf of an infinite bias. With 2 groups of 4 keeping 1, both group scores are NaN and
+    // the lower group wins.
+    let logits = ArrayD::zeros(IxDyn(&[3, 8]));
+    let bias = ArrayD::from_shape_vec(IxDyn(&[8]), vec![0.0, f32::NAN, 0.0, 0.0, f32::NAN, f32::INFINITY, 0.0, 0.0])
+        .expect("8 values");
+    for (spec, chosen) in
+        [(spec(ScoreFunc::Sigmoid, 4, 1, 1), vec![1i64, 4, 5, 0]), (spec(ScoreFunc::Sigmoid, 3, 2, 1), vec![1, 0, 2])]
+    {
+        let k = chosen.len();
+        let want = ArrayD::from_shape_vec(IxDyn(&[3, k]), chosen.repeat(3)).expect("3 rows");
+        let got = b.route(&up(b, &logits), Some(&up(b, &bias)), &spec).unwrap();
+        let tag = format!("route order (ties, NaN, inf) {spec:?}");
+        expect_indices(b, &tag, &got.indices, &want);
+        // The weights come from the unbiased scores, all 0.5: the route scale split evenly.
+        let even = ArrayD::from_elem(IxDyn(&[3, k]), spec.route_scale / k as f32);
+        expect_close(b, &format!("{tag} weights"), &got.weights, &even, F32_TRANSCENDENTAL);
+    }
 }
 
 /// Token permutation by expert: rows, slots and offsets exact (stable in token order),
