@@ -170,7 +170,7 @@ fn five_steps<B: Backend>(b: &B) {
         let norm = global_grad_norm(b, &grads).unwrap();
         let lr = cfg.schedule.lr(cfg.lr, step);
         opt.update(b, &mut model.params, &grads, lr, clip_coefficient(norm, cfg.clip_norm)).unwrap();
-        update_model_biases(b, &mut model, &stats.loads, cfg.balance.bias_gamma).unwrap();
+        update_model_biases(b, &mut model.params, &stats.loads, cfg.balance.bias_gamma).unwrap();
         for (v, x) in history.iter_mut().zip([losses.total, losses.main, losses.mtp, losses.aux]) {
             v.push(x as f64);
         }

@@ -21,7 +21,6 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::Transformer;
 use crate::params::{BlockParams, FfnParams};
 use ndarray::{Array2, ArrayD, ArrayView2};
 
@@ -119,17 +118,18 @@ pub fn moe_blocks_mut<T>(params: &mut crate::Params<T>) -> impl Iterator<Item = 
     main.iter_mut().chain(mtp.iter_mut().map(|m| &mut m.block)).filter(|b| matches!(b.ffn, FfnParams::Moe(_)))
 }
 
-/// Applies [`update_selection_bias`] to every MoE block of `model` that has a selection
+/// Applies [`update_selection_bias`] to every MoE block of `params` (a model's weights on
+/// backend `b`) that has a selection
 /// bias, with `loads[g]` the loads of MoE block g in that block order (§2.1.2: after each
 /// step, from the loads of that step's whole batch). Blocks beyond `loads` (an MTP module
 /// the objective did not run) are left alone.
 pub fn update_model_biases<B: Backend>(
     b: &B,
-    model: &mut Transformer<B>,
+    params: &mut crate::Params<B::Tensor>,
     loads: &[Vec<usize>],
     gamma: f32,
 ) -> Result<()> {
-    for (block, load) in moe_blocks_mut(&mut model.params).zip(loads) {
+    for (block, load) in moe_blocks_mut(params).zip(loads) {
         let FfnParams::Moe(moe) = &mut block.ffn else { unreachable!("filtered to MoE blocks") };
         if let Some(bias) = &mut moe.gate_bias {
             let mut host = b.download(bias)?;

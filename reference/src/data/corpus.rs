@@ -4,8 +4,8 @@
 
 use super::fim::encode_document;
 use super::tokenizer::Tokenizer;
+use crate::data::config::DataConfig;
 use crate::error::{Error, Result};
-use crate::train::config::DataConfig;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -13,6 +13,7 @@
 //! 5. [`loader`]: batches in an order fixed by the seed, reshuffled every epoch; its position
 //!    is what a checkpoint stores to resume exactly.
 
+pub mod config;
 pub mod corpus;
 pub mod fim;
 pub mod loader;

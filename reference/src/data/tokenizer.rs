@@ -158,11 +158,11 @@ impl Tokenizer for BpeTokenizer {
     }
 }
 
-/// The tokenizer a [`TokenizerSpec`](crate::train::config::TokenizerSpec) names.
-pub fn from_spec(spec: &crate::train::config::TokenizerSpec) -> Result<Box<dyn Tokenizer>> {
+/// The tokenizer a [`TokenizerSpec`](crate::data::config::TokenizerSpec) names.
+pub fn from_spec(spec: &crate::data::config::TokenizerSpec) -> Result<Box<dyn Tokenizer>> {
     match spec {
-        crate::train::config::TokenizerSpec::Byte => Ok(Box::new(ByteTokenizer)),
-        crate::train::config::TokenizerSpec::Bpe { path } => Ok(Box::new(BpeTokenizer::from_file(path)?)),
+        crate::data::config::TokenizerSpec::Byte => Ok(Box::new(ByteTokenizer)),
+        crate::data::config::TokenizerSpec::Bpe { path } => Ok(Box::new(BpeTokenizer::from_file(path)?)),
     }
 }
 

@@ -5,11 +5,12 @@
 //! `checkpoint_every`. Unknown fields are errors; every error names the field.
 
 use super::optim::AdamWConfig;
-use super::schedule::{BatchWarmup, LrSchedule};
+use super::schedule::LrSchedule;
 use crate::balance::AuxLoss;
+pub use crate::data::config::{DataConfig, TokenizerSpec};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Balancing (DeepSeek-V3 §2.1.2, §4.5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -21,49 +22,6 @@ pub struct BalanceConfig {
     pub aux: AuxLoss,
     /// α of the balance loss.
     pub aux_alpha: f32,
-}
-
-/// Which tokenizer turns a text corpus into ids.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum TokenizerSpec {
-    /// 256 bytes plus the special tokens (the default).
-    #[default]
-    Byte,
-    /// A Hugging Face `tokenizer.json`, read through the `tokenizers` crate.
-    Bpe { path: PathBuf },
-}
-
-/// The text corpus of a real run (`v3lab train --corpus`), §4.1 "Data Construction".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// Positions per training sequence.
-    pub seq_len: usize,
-    /// Sequences per step (the full batch when a batch warm-up is set).
-    pub batch_size: usize,
-    pub batch_warmup: Option<BatchWarmup>,
-    /// Share of documents turned into Fill-in-the-Middle, PSM layout (§4.1: 0.1).
-    pub fim_rate: f64,
-    /// Share of documents held out for validation (whole documents: the splits never overlap).
-    pub val_fraction: f64,
-    /// Seeds the split, FIM and the order of sequences.
-    pub seed: u64,
-    pub tokenizer: TokenizerSpec,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            seq_len: 256,
-            batch_size: 8,
-            batch_warmup: None,
-            fim_rate: 0.1,
-            val_fraction: 0.01,
-            seed: 0,
-            tokenizer: TokenizerSpec::Byte,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@
 //! The batch-size warm-up (§4.2: 3072 → 15360 sequences over the first 469B tokens, then
 //! flat) is [`BatchWarmup`], a function of the tokens trained on.
 
+pub use crate::data::config::BatchWarmup;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -142,26 +143,6 @@ impl LrSchedule {
 /// Half a cosine from `from` (progress 0) to `to` (progress 1).
 fn cosine(from: f64, to: f64, progress: f64) -> f64 {
     to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-}
-
-/// Batch-size warm-up (§4.2): from `start` sequences, growing linearly with the tokens
-/// trained on, to the full batch after `tokens`; `train.json` `data.batch_warmup`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchWarmup {
-    pub start: usize,
-    pub tokens: u64,
-}
-
-impl BatchWarmup {
-    /// Sequences in the next batch after `tokens_seen` tokens, for a full batch of `full`.
-    pub fn batch_size(&self, full: usize, tokens_seen: u64) -> usize {
-        if self.tokens == 0 || tokens_seen >= self.tokens || self.start >= full {
-            return full;
-        }
-        let grown = (full - self.start) as f64 * tokens_seen as f64 / self.tokens as f64;
-        (self.start + grown as usize).clamp(1, full)
-    }
 }
 
 #[cfg(test)]

@@ -180,7 +180,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             return Err(at_step(step, Error::Input(format!("the update made parameter `{name}` non-finite"))));
         }
         if self.cfg.balance.bias_gamma > 0.0 {
-            update_model_biases(b, &mut self.model, &stats.loads, self.cfg.balance.bias_gamma)?;
+            update_model_biases(b, &mut self.model.params, &stats.loads, self.cfg.balance.bias_gamma)?;
         }
         self.tokens_seen += tokens.len() as u64;
         self.step += 1;
