@@ -17,7 +17,7 @@ use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla, Rope, Step};
 use crate::moe::{mlp_forward, moe_forward};
 use crate::params::{BlockParams, FfnParams, Params};
 use ndarray::{ArrayD, ArrayView2};
-use train::{BlockSaved, FfnSaved};
+use train::{BlockSaved, FfnSaved, ModelSaved};
 
 /// Everything the conformance suites compare, for one forward.
 #[derive(Debug, Clone)]
@@ -86,7 +86,8 @@ impl<B: Backend> Transformer<B> {
         caches: Option<&mut [LayerCache<B::Tensor>]>,
         imp: AttentionImpl,
     ) -> Result<Trace<B>> {
-        self.run(b, tokens, start_pos, caches, imp, true)
+        let keep = Keep { trace: true, backward: false };
+        Ok(self.run(b, tokens, start_pos, caches, imp, keep)?.trace.expect("kept"))
     }
 
     /// The final hidden states `[B, S, D]` (after the last norm: what MTP module 1 reads)
@@ -100,40 +101,76 @@ impl<B: Backend> Transformer<B> {
         caches: &mut [LayerCache<B::Tensor>],
         imp: AttentionImpl,
     ) -> Result<(B::Tensor, B::Tensor)> {
-        let t = self.run(b, tokens, start_pos, Some(caches), imp, false)?;
-        Ok((t.final_hidden, t.logits))
+        let out = self.run(b, tokens, start_pos, Some(caches), imp, Keep::default())?;
+        Ok((out.final_hidden, out.logits))
     }
 
-    fn run(
+    /// The one driver of the model (inference, traces and training alike): embedding,
+    /// every block through [`block_forward`] (at `start_pos`, through the per-layer caches
+    /// when given), final norm, head; `keep` says what to keep beside the logits.
+    pub(crate) fn run(
         &self,
         b: &B,
         tokens: &B::Indices,
         start_pos: usize,
         mut caches: Option<&mut [LayerCache<B::Tensor>]>,
         imp: AttentionImpl,
-        keep_layers: bool,
-    ) -> Result<Trace<B>> {
-        let embed = b.embedding_forward(&self.params.embed, tokens)?;
-        let mut x = embed.clone();
-        let (mut layer_out, mut routing) = (Vec::new(), Vec::new());
+        keep: Keep,
+    ) -> Result<RunOut<B>> {
+        let x0 = b.embedding_forward(&self.params.embed, tokens)?;
+        let embed = keep.trace.then(|| x0.clone());
+        let mut x = x0;
+        let (mut layer_out, mut routing, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
         for (i, p) in self.params.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            let (y, r, _) = block_forward(b, &self.cfg, &self.rope(), p, &x, Step::infer(start_pos, cache, imp))?;
+            let step = Step { start_pos, cache, attention: imp, save: keep.backward };
+            let (y, r, saved) = block_forward(b, &self.cfg, &self.rope(), p, &x, step)?;
             x = y;
-            if keep_layers {
+            if keep.trace {
                 layer_out.push(x.clone());
                 routing.push(r);
             }
+            blocks.extend(saved);
         }
-        let final_hidden = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?.0;
+        let (final_hidden, norm_rstd) = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?;
         let logits = b.linear(&final_hidden, &self.params.head)?;
-        Ok(Trace { embed, layer_out, routing, final_hidden, logits })
+        let trace = embed.map(|embed| Trace {
+            embed,
+            layer_out,
+            routing,
+            final_hidden: final_hidden.clone(),
+            logits: logits.clone(),
+        });
+        let saved = keep.backward.then(|| ModelSaved {
+            tokens: tokens.clone(),
+            blocks,
+            hidden: x,
+            norm_rstd,
+            final_hidden: final_hidden.clone(),
+        });
+        Ok(RunOut { logits, final_hidden, trace, saved })
     }
 
     /// Logits `[B, S, V]` for every position (no per-layer trace kept).
     pub fn forward(&self, b: &B, tokens: &B::Indices, imp: AttentionImpl) -> Result<B::Tensor> {
-        Ok(self.run(b, tokens, 0, None, imp, false)?.logits)
+        Ok(self.run(b, tokens, 0, None, imp, Keep::default())?.logits)
     }
+}
+
+/// What [`Transformer::run`] keeps beside the logits: the per-layer trace, and what the
+/// backward needs (`backward` asks for the naive form from position 0 without caches).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Keep {
+    pub trace: bool,
+    pub backward: bool,
+}
+
+/// What [`Transformer::run`] returns.
+pub(crate) struct RunOut<B: Backend> {
+    pub logits: B::Tensor,
+    pub final_hidden: B::Tensor,
+    pub trace: Option<Trace<B>>,
+    pub saved: Option<ModelSaved<B>>,
 }
 
 /// What [`block_forward`] returns: the output, a MoE block's routing, and with `save` the

@@ -6,7 +6,7 @@ use super::Transformer;
 use crate::backend::{Backend, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::mla::{train::MlaSaved, Mla, Rope, Step};
+use crate::mla::{train::MlaSaved, Mla, Rope};
 use crate::moe::train::{mlp_backward, moe_backward, MlpSaved, MoeSaved};
 use crate::params::{BlockParams, FfnParams, Params};
 
@@ -42,7 +42,7 @@ impl<B: Backend> BlockSaved<B> {
     }
 }
 
-/// Backward of [`block_forward`](super::block_forward) run with [`Step::train`]; `dscores` is an extra gradient on a MoE gate's
+/// Backward of [`block_forward`](super::block_forward) run with [`Step::train`](crate::mla::Step::train); `dscores` is an extra gradient on a MoE gate's
 /// unbiased scores (balance loss). Returns `(dx, grads)`.
 pub fn block_backward<B: Backend>(
     b: &B,
@@ -94,17 +94,11 @@ impl<B: Backend> Transformer<B> {
 
     /// The forward of `tokens [B, S]` from position 0 keeping what the backward needs:
     /// `(logits [B, S, V], saved)`; `saved.final_hidden` is h^0 for the MTP modules.
+    /// (The model's one driver, [`Transformer::run`], with the backward's state kept.)
     pub fn forward_train(&self, b: &B, tokens: &B::Indices) -> Result<(B::Tensor, ModelSaved<B>)> {
-        let mut x = b.embedding_forward(&self.params.embed, tokens)?;
-        let mut blocks = Vec::with_capacity(self.params.layers.len());
-        for p in &self.params.layers {
-            let (y, _, saved) = super::block_forward(b, &self.cfg, &self.rope(), p, &x, Step::train())?;
-            x = y;
-            blocks.push(saved.expect("a training step saves"));
-        }
-        let (final_hidden, norm_rstd) = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?;
-        let logits = b.linear(&final_hidden, &self.params.head)?;
-        Ok((logits, ModelSaved { tokens: tokens.clone(), blocks, hidden: x, norm_rstd, final_hidden }))
+        let keep = super::Keep { trace: false, backward: true };
+        let out = self.run(b, tokens, 0, None, crate::mla::AttentionImpl::Naive, keep)?;
+        Ok((out.logits, out.saved.expect("kept")))
     }
 
     /// Backward of [`Transformer::forward_train`] from `d_logits [B, S, V]` plus an extra

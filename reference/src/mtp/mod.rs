@@ -11,9 +11,9 @@
 //!
 //! | eq. | what | where |
 //! |---|---|---|
-//! | 21 | `h'^k = M_k [RMSNorm(Emb(t_{i+k})); RMSNorm(h^{k−1})]` | `input` (used by [`forward_train`], [`forward_cached`]) |
-//! | 22 | `h^k = TRM_k(h'^k)` | [`block_forward`] in [`forward_train`] (saving) and [`forward_cached`] (over its cache) |
-//! | 23 | `P^k = OutHead(h^k)` | [`forward_train`], [`forward_cached`] (`shared_head.norm`, then the head) |
+//! | 21 | `h'^k = M_k [RMSNorm(Emb(t_{i+k})); RMSNorm(h^{k−1})]` | `input`, in `module_forward` |
+//! | 22 | `h^k = TRM_k(h'^k)` | [`block_forward`] in `module_forward`: the one forward of a module, which [`forward_train`] runs saving and [`forward_cached`] over its cache |
+//! | 23 | `P^k = OutHead(h^k)` | `module_forward` (`shared_head.norm`), then the head in [`forward_train`] (every position) or [`forward_cached`] (the last) |
 //! | 24, 25 | `L^k = CE(P^k, t_{k+1..})`, `L_MTP = λ/D Σ_k L^k` | `train::objective::forward` (with the main loss and the balance loss) |
 //! | | backward of 21–23 | [`backward`] |
 //! | §5.4.3 | speculative decoding with the modules | [`speculative`] |
@@ -101,12 +101,38 @@ fn input<B: Backend>(
     Ok(Input { emb, emb_rstd, h_rstd, cat, projected })
 }
 
+/// Eqs. 21–23 for module `p` on the tokens `t_{i+k}` `[B, n]` and the states `h^{k−1}_i`
+/// `[B, n, D]`, its block run as `step` says: the one forward of an MTP module, for
+/// training ([`forward_train`]) and decoding ([`forward_cached`]) alike.
+fn module_forward<B: Backend>(
+    b: &B,
+    model: &Transformer<B>,
+    p: &MtpParams<B::Tensor>,
+    tokens: &B::Indices,
+    h_prev: &B::Tensor,
+    step: Step<'_, B::Tensor>,
+) -> Result<ModuleRun<B>> {
+    let input = input(b, model, p, tokens, h_prev)?;
+    let (block_out, _, block) = block_forward(b, &model.cfg, &model.rope(), &p.block, &input.projected, step)?;
+    let (hidden, head_rstd) = b.rms_norm_forward(&block_out, &p.head_norm, model.cfg.rms_norm_eps)?;
+    Ok(ModuleRun { input, block_out, block, hidden, head_rstd })
+}
+
+/// What [`module_forward`] computes: the input (eq. 21), the block's output and saved state
+/// (eq. 22, saved only when asked), `h^k` after `shared_head.norm` and that norm's rstd.
+struct ModuleRun<B: Backend> {
+    input: Input<B::Tensor>,
+    block_out: B::Tensor,
+    block: Option<BlockSaved<B>>,
+    hidden: B::Tensor,
+    head_rstd: B::Tensor,
+}
+
 /// Module `depth` for decoding (eqs. 21–23 at positions `start..start + n`): `tokens`
 /// holds `t_{i+depth}` `[B, n]` and `h_prev` the states `h^{depth−1}_i` `[B, n, D]`; the
 /// block reads earlier positions from `cache` (naive or latent, as it was made) and
-/// appends these. Returns `h^depth`
-/// `[B, n, D]` and the logits of the last position only, `[B, 1, V]` (the draft: earlier
-/// positions are computed for the cache and the next module).
+/// appends these. Returns `h^depth` `[B, n, D]` and the logits of the last position only,
+/// `[B, 1, V]` (the draft: earlier positions are computed for the cache and the next module).
 pub fn forward_cached<B: Backend>(
     b: &B,
     model: &Transformer<B>,
@@ -117,14 +143,11 @@ pub fn forward_cached<B: Backend>(
     cache: &mut LayerCache<B::Tensor>,
 ) -> Result<(B::Tensor, B::Tensor)> {
     let p = module(model, depth)?;
-    let x = input(b, model, p, tokens, h_prev)?.projected;
     let attention = cache.attention();
-    let step = Step::infer(start, Some(cache), attention);
-    let (block_out, _, _) = block_forward(b, &model.cfg, &model.rope(), &p.block, &x, step)?;
-    let hidden = b.rms_norm_forward(&block_out, &p.head_norm, model.cfg.rms_norm_eps)?.0;
-    let n = b.shape(&hidden)[1];
-    let logits = b.linear(&b.narrow(&hidden, 1, n - 1, 1)?, embed_head(&model.params, p).1)?;
-    Ok((hidden, logits))
+    let run = module_forward(b, model, p, tokens, h_prev, Step::infer(start, Some(cache), attention))?;
+    let n = b.shape(&run.hidden)[1];
+    let logits = b.linear(&b.narrow(&run.hidden, 1, n - 1, 1)?, embed_head(&model.params, p).1)?;
+    Ok((run.hidden, logits))
 }
 
 fn module<B: Backend>(model: &Transformer<B>, depth: usize) -> Result<&MtpParams<B::Tensor>> {
@@ -146,18 +169,16 @@ pub fn forward_train<B: Backend>(
     h_prev: &B::Tensor,
 ) -> Result<(B::Tensor, MtpSaved<B>)> {
     let p = module(model, depth)?;
-    let (cfg, eps) = (&model.cfg, model.cfg.rms_norm_eps);
     let prev_len = b.shape(h_prev)[1];
     let len =
         prev_len.checked_sub(1).filter(|&l| l > 0).ok_or_else(|| Error::Input("sequence too short for MTP".into()))?;
-    let (_, head) = embed_head(&model.params, p);
     let tokens = token_window(b, tokens, depth, len)?;
     let h_prev = b.narrow(h_prev, 1, 0, len)?;
-    let Input { emb, emb_rstd, h_rstd, cat, projected } = input(b, model, p, &tokens, &h_prev)?;
-    let (block_out, _, block) = block_forward(b, cfg, &model.rope(), &p.block, &projected, Step::train())?;
+    let ModuleRun { input, block_out, block, hidden, head_rstd } =
+        module_forward(b, model, p, &tokens, &h_prev, Step::train())?;
+    let logits = b.linear(&hidden, embed_head(&model.params, p).1)?;
+    let Input { emb, emb_rstd, h_rstd, cat, .. } = input;
     let block = block.expect("a training step saves");
-    let (hidden, head_rstd) = b.rms_norm_forward(&block_out, &p.head_norm, eps)?;
-    let logits = b.linear(&hidden, head)?;
     let saved =
         MtpSaved { depth, prev_len, tokens, emb, emb_rstd, h_prev, h_rstd, cat, block, block_out, head_rstd, hidden };
     Ok((logits, saved))
