@@ -7,7 +7,7 @@
 //! field as the file being read spells it. Each layout is computed as its own code computes
 //! it: `ModelArgs` as the public `model.py` (YaRN only when `max_seq_len` exceeds
 //! `original_seq_len`), `config.json` as transformers (YaRN whenever declared; see
-//! [`released`]). No key of a `config.json` is dropped silently: each is read, knowingly
+//! `released.rs`). No key of a `config.json` is dropped silently: each is read, knowingly
 //! ignored, or reported in the notes that loading returns. Nothing switches on a size: what the public code
 //! decides by `dim == 7168` (the gate's selection bias) is the field `selection_bias`.
 

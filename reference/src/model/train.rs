@@ -94,7 +94,7 @@ impl<B: Backend> Transformer<B> {
 
     /// The forward of `tokens [B, S]` from position 0 keeping what the backward needs:
     /// `(logits [B, S, V], saved)`; `saved.final_hidden` is h^0 for the MTP modules.
-    /// (The model's one driver, [`Transformer::run`], with the backward's state kept.)
+    /// (The model's one driver, `Transformer::run`, with the backward's state kept.)
     pub fn forward_train(&self, b: &B, tokens: &B::Indices) -> Result<(B::Tensor, ModelSaved<B>)> {
         let keep = super::Keep { trace: false, backward: true };
         let out = self.run(b, tokens, 0, None, crate::mla::AttentionImpl::Naive, keep)?;
