@@ -52,18 +52,31 @@ pub fn eos_ids(dir: &Path) -> Result<Vec<i64>> {
     }
 }
 
-/// Turns a growing list of ids into text pieces: each call returns what the new ids added,
-/// holding back an incomplete UTF-8 character (shown as U+FFFD by the decoder) until its
-/// remaining bytes arrive. Special tokens are skipped, as `skip_special_tokens=True`.
+/// The `tokenizers` crate's incremental decoder for a [`tokenizers::Tokenizer`].
+type DecodeStream<'t> = tokenizers::DecodeStream<
+    't,
+    tokenizers::ModelWrapper,
+    tokenizers::NormalizerWrapper,
+    tokenizers::PreTokenizerWrapper,
+    tokenizers::PostProcessorWrapper,
+    tokenizers::DecoderWrapper,
+>;
+
+/// Turns a growing list of ids into text pieces: each call returns what the new id added,
+/// holding back an incomplete UTF-8 character until its remaining bytes arrive (the
+/// `tokenizers` crate's `DecodeStream`, which decodes a short window, not the whole text).
+/// Special tokens are skipped, as `skip_special_tokens=True`.
 pub struct TextStream<'t> {
     tokenizer: &'t tokenizers::Tokenizer,
+    stream: DecodeStream<'t>,
     ids: Vec<u32>,
+    /// Bytes of text returned so far.
     shown: usize,
 }
 
 impl<'t> TextStream<'t> {
     pub fn new(tokenizer: &'t tokenizers::Tokenizer) -> Self {
-        TextStream { tokenizer, ids: Vec::new(), shown: 0 }
+        TextStream { tokenizer, stream: tokenizer.decode_stream(true), ids: Vec::new(), shown: 0 }
     }
 
     /// The text all ids so far decode to.
@@ -75,21 +88,18 @@ impl<'t> TextStream<'t> {
     pub fn push(&mut self, id: i64) -> Result<String> {
         let id = u32::try_from(id).map_err(|_| Error::Input(format!("token id {id} is not a tokenizer id")))?;
         self.ids.push(id);
-        let text = self.text()?;
-        if text.ends_with('\u{FFFD}') || text.len() < self.shown || !text.is_char_boundary(self.shown) {
-            return Ok(String::new());
-        }
-        let piece = text[self.shown..].to_string();
-        self.shown = text.len();
+        let piece = self.stream.step(id).map_err(|e| Error::Input(format!("decoding id {id}: {e}")))?;
+        let piece = piece.unwrap_or_default();
+        self.shown += piece.len();
         Ok(piece)
     }
 
     /// Whatever is left (an incomplete character at the end, as the decoder shows it).
     pub fn finish(&mut self) -> Result<String> {
         let text = self.text()?;
-        let piece = if text.is_char_boundary(self.shown) { text[self.shown..].to_string() } else { String::new() };
+        let rest = text.get(self.shown..).unwrap_or_default().to_string();
         self.shown = text.len();
-        Ok(piece)
+        Ok(rest)
     }
 }
 
