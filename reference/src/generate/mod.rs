@@ -22,9 +22,9 @@ pub mod text;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::mla::AttentionImpl;
-use crate::model::{Decoder, Transformer};
+use crate::model::{one_row, Decoder, Transformer};
 use crate::mtp::speculative::Drafter;
-use ndarray::{Array2, ArrayD, Axis};
+use ndarray::{ArrayD, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 pub use sampling::{argmax, Dist, Sampling, Verdict};
@@ -136,7 +136,7 @@ impl<'m, B: Backend> Generation<'m, B> {
             ));
         }
         model
-            .check_tokens(Array2::from_shape_vec((1, prompt.len()), prompt.to_vec()).expect("one row").view())
+            .check_tokens(ArrayView2::from_shape((1, prompt.len()), prompt).expect("one row"))
             .map_err(|e| Error::setting("prompt", e.to_string().replace("invalid input: ", "")))?;
         if prompt.len() + opts.max_new_tokens > context {
             return Err(Error::setting(
@@ -194,8 +194,7 @@ impl<'m, B: Backend> Generation<'m, B> {
     fn forward(&mut self, tokens: &[i64]) -> Result<ArrayD<f32>> {
         let b = self.b;
         let start = self.decoder.position();
-        let ids = Array2::from_shape_vec((1, tokens.len()), tokens.to_vec()).expect("one row");
-        let (hidden, logits) = self.decoder.step_hidden(b, &b.upload_indices(ids.into_dyn().view())?)?;
+        let (hidden, logits) = self.decoder.step_hidden(b, &one_row(b, tokens)?)?;
         if let Some(d) = &mut self.drafter {
             d.record_main(b, &hidden, start)?;
         }

@@ -17,7 +17,7 @@ use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla, Rope, Step};
 use crate::moe::{mlp_forward, moe_forward};
 use crate::params::{BlockParams, FfnParams, Params};
 use ndarray::{ArrayD, ArrayView2};
-use train::{BlockSaved, FfnSaved, ModelSaved};
+use train::{BlockSaved, FfnSaved};
 
 /// Everything the conformance suites compare, for one forward.
 #[derive(Debug, Clone)]
@@ -86,8 +86,9 @@ impl<B: Backend> Transformer<B> {
         caches: Option<&mut [LayerCache<B::Tensor>]>,
         imp: AttentionImpl,
     ) -> Result<Trace<B>> {
-        let keep = Keep { trace: true, backward: false };
-        Ok(self.run(b, tokens, start_pos, caches, imp, keep)?.trace.expect("kept"))
+        let out = self.run(b, tokens, start_pos, caches, imp, Keep { trace: true, backward: false })?;
+        let TraceLayers { embed, layer_out, routing } = out.trace.expect("kept");
+        Ok(Trace { embed, layer_out, routing, final_hidden: out.final_hidden, logits: out.logits })
     }
 
     /// The final hidden states `[B, S, D]` (after the last norm: what MTP module 1 reads)
@@ -134,20 +135,8 @@ impl<B: Backend> Transformer<B> {
         }
         let (final_hidden, norm_rstd) = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?;
         let logits = b.linear(&final_hidden, &self.params.head)?;
-        let trace = embed.map(|embed| Trace {
-            embed,
-            layer_out,
-            routing,
-            final_hidden: final_hidden.clone(),
-            logits: logits.clone(),
-        });
-        let saved = keep.backward.then(|| ModelSaved {
-            tokens: tokens.clone(),
-            blocks,
-            hidden: x,
-            norm_rstd,
-            final_hidden: final_hidden.clone(),
-        });
+        let trace = embed.map(|embed| TraceLayers { embed, layer_out, routing });
+        let saved = keep.backward.then_some(SavedLayers { blocks, hidden: x, norm_rstd });
         Ok(RunOut { logits, final_hidden, trace, saved })
     }
 
@@ -165,12 +154,29 @@ pub(crate) struct Keep {
     pub backward: bool,
 }
 
-/// What [`Transformer::run`] returns.
+/// What [`Transformer::run`] returns; the callers assemble a [`Trace`] or a
+/// [`ModelSaved`](train::ModelSaved) from it, moving the logits and final hidden states rather than copying.
 pub(crate) struct RunOut<B: Backend> {
     pub logits: B::Tensor,
+    /// After the final norm `[B, S, D]`.
     pub final_hidden: B::Tensor,
-    pub trace: Option<Trace<B>>,
-    pub saved: Option<ModelSaved<B>>,
+    pub trace: Option<TraceLayers<B>>,
+    pub saved: Option<SavedLayers<B>>,
+}
+
+/// With `Keep::trace`: the embedding, each block's output, each MoE block's routing.
+pub(crate) struct TraceLayers<B: Backend> {
+    pub embed: B::Tensor,
+    pub layer_out: Vec<B::Tensor>,
+    pub routing: Vec<Option<Routing<B>>>,
+}
+
+/// With `Keep::backward`: each block's saved state, the last block's output (before the
+/// final norm) and the final norm's reciprocal RMS.
+pub(crate) struct SavedLayers<B: Backend> {
+    pub blocks: Vec<BlockSaved<B>>,
+    pub hidden: B::Tensor,
+    pub norm_rstd: B::Tensor,
 }
 
 /// What [`block_forward`] returns: the output, a MoE block's routing, and with `save` the
@@ -210,6 +216,12 @@ pub fn block_forward<B: Backend>(
         _ => None,
     };
     Ok((y, routing, saved))
+}
+
+/// One sequence of token ids as a `[1, S]` batch on the backend (what decoding feeds),
+/// without copying them on the host.
+pub fn one_row<B: Backend>(b: &B, ids: &[i64]) -> Result<B::Indices> {
+    b.upload_indices(ArrayView2::from_shape((1, ids.len()), ids).expect("one row").into_dyn())
 }
 
 /// Incremental decoding: a prefill of any length, then any number of further steps, each

@@ -98,7 +98,9 @@ impl<B: Backend> Transformer<B> {
     pub fn forward_train(&self, b: &B, tokens: &B::Indices) -> Result<(B::Tensor, ModelSaved<B>)> {
         let keep = super::Keep { trace: false, backward: true };
         let out = self.run(b, tokens, 0, None, crate::mla::AttentionImpl::Naive, keep)?;
-        Ok((out.logits, out.saved.expect("kept")))
+        let super::SavedLayers { blocks, hidden, norm_rstd } = out.saved.expect("kept");
+        let saved = ModelSaved { tokens: tokens.clone(), blocks, hidden, norm_rstd, final_hidden: out.final_hidden };
+        Ok((out.logits, saved))
     }
 
     /// Backward of [`Transformer::forward_train`] from `d_logits [B, S, V]` plus an extra

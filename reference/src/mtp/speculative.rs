@@ -18,8 +18,8 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation};
 use crate::mla::{AttentionImpl, LayerCache};
-use crate::model::Transformer;
-use ndarray::{Array2, Axis};
+use crate::model::{one_row, Transformer};
+use ndarray::Axis;
 
 /// Counters of one speculative run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,13 +108,12 @@ impl<B: Backend> Drafter<B> {
             let h_all = done.last().map_or(&self.main_hidden, |s| &s.hidden);
             let start = stream.valid;
             let len = m - start;
-            let window = Array2::from_shape_vec((1, len), tokens[start + k..m + k].to_vec()).expect("one row");
             let h_prev = b.narrow(h_all, 1, start, len)?;
             let (hidden, logits) = super::forward_cached(
                 b,
                 model,
                 k,
-                &b.upload_indices(window.into_dyn().view())?,
+                &one_row(b, &tokens[start + k..m + k])?,
                 &h_prev,
                 start,
                 &mut stream.cache,
@@ -156,8 +155,7 @@ pub fn generate_greedy<B: Backend>(
 pub fn greedy<B: Backend>(b: &B, model: &Transformer<B>, prompt: &[i64], new_tokens: usize) -> Result<Vec<i64>> {
     let mut seq = prompt.to_vec();
     for _ in 0..new_tokens {
-        let tokens = Array2::from_shape_vec((1, seq.len()), seq.clone()).expect("one row");
-        let logits = model.forward(b, &b.upload_indices(tokens.into_dyn().view())?, AttentionImpl::Naive)?;
+        let logits = model.forward(b, &one_row(b, &seq)?, AttentionImpl::Naive)?;
         let logits = b.download(&logits)?;
         let row = logits.index_axis(Axis(0), 0);
         let row = row.index_axis(Axis(0), seq.len() - 1);
