@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use v3lab::checkpoint::{self, Checkpoint};
-use v3lab::generate::{eos_ids, load_tokenizer, GenerateOptions, Generation, GenerationStats, Sampling, TextStream};
+use v3lab::generate::{
+    decode, eos_ids, load_tokenizer, GenerateOptions, Generation, GenerationStats, Sampling, TextStream,
+};
 use v3lab::{AttentionImpl, Backend, CpuBackend, Error, Transformer};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,27 +133,28 @@ fn generate_on<B: Backend>(
 ) -> Result<()> {
     let model = Transformer::new(b, ckpt.config.clone(), &ckpt.params)?;
     let mut generation = Generation::new(b, &model, prompt, opts).map_err(|e| with_flag(args, e))?;
-    let mut stream = tokenizer.map(TextStream::new);
+    // Streaming decodes as the ids come; --json decodes once at the end.
+    let mut stream = if args.json { None } else { tokenizer.map(TextStream::new) };
     let mut out = std::io::stdout().lock();
-    let mut ids = Vec::new();
-    for id in generation.by_ref() {
+    for (i, id) in generation.by_ref().enumerate() {
         let id = id?;
-        ids.push(id);
+        if args.json {
+            continue;
+        }
         let piece = match &mut stream {
             Some(s) => s.push(id)?,
-            None => format!("{}{id}", if ids.len() > 1 { " " } else { "" }),
+            None => format!("{}{id}", if i > 0 { " " } else { "" }),
         };
-        if !args.json {
-            write!(out, "{piece}")?;
-            out.flush()?;
-        }
+        write!(out, "{piece}")?;
+        out.flush()?;
     }
     let stats = generation.stats().clone();
     if args.json {
+        let ids = generation.new_tokens();
         let mut json = serde_json::to_value(&stats)?;
         json["ids"] = serde_json::json!(ids);
-        if let Some(s) = &stream {
-            json["text"] = serde_json::json!(s.text()?);
+        if let Some(tok) = tokenizer {
+            json["text"] = serde_json::json!(decode(tok, ids)?);
         }
         json["acceptance_rate"] = serde_json::json!(stats.acceptance_rate());
         json["tokens_per_forward"] = serde_json::json!(stats.tokens_per_forward());

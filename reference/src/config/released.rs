@@ -140,6 +140,15 @@ fn rope_object<'a>(f: &'a Fields) -> Result<Option<(&'a Map<String, Value>, &'st
     Ok(found.first().copied())
 }
 
+/// transformers' rotary amplitude when `attention_factor` is not given:
+/// `m(s, mscale) / m(s, mscale_all_dim)` when both are set (non-zero), else `m(s, 1)`.
+fn implied_amplitude(factor: f32, mscale: Option<f32>, mscale_all_dim: f32) -> f32 {
+    match mscale.filter(|m| *m != 0.0) {
+        Some(m) if mscale_all_dim != 0.0 => yarn_mscale(factor, m) / yarn_mscale(factor, mscale_all_dim),
+        _ => yarn_mscale(factor, 1.0),
+    }
+}
+
 /// `(rope_theta, yarn)` as transformers computes them.
 fn rope(f: &Fields, max_seq_len: usize) -> Result<(f32, Option<YarnConfig>)> {
     let top_theta = f.f32_or("rope_theta", Some(10000.0))?;
@@ -179,10 +188,7 @@ fn rope(f: &Fields, max_seq_len: usize) -> Result<(f32, Option<YarnConfig>)> {
     let mscale_all_dim = nonzero("mscale_all_dim")?;
     let rotary_amplitude = match r.get("attention_factor") {
         Some(_) => r.f32_or("attention_factor", None)?,
-        None => match (mscale, mscale_all_dim) {
-            (Some(m), Some(all)) => yarn_mscale(factor, m) / yarn_mscale(factor, all),
-            _ => yarn_mscale(factor, 1.0),
-        },
+        None => implied_amplitude(factor, mscale, mscale_all_dim.unwrap_or(0.0)),
     };
     let yarn = YarnConfig {
         factor,
@@ -303,13 +309,7 @@ impl ModelConfig {
                 "mscale": y.mscale,
                 "mscale_all_dim": y.mscale_all_dim,
             });
-            let implied = match y.mscale {
-                Some(m) if y.mscale_all_dim != 0.0 => {
-                    yarn_mscale(y.factor, m) / yarn_mscale(y.factor, y.mscale_all_dim)
-                }
-                _ => yarn_mscale(y.factor, 1.0),
-            };
-            if y.rotary_amplitude != implied {
+            if y.rotary_amplitude != implied_amplitude(y.factor, y.mscale, y.mscale_all_dim) {
                 r["attention_factor"] = json!(y.rotary_amplitude);
             }
             if !y.truncate {

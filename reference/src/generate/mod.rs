@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 pub use sampling::{argmax, Dist, Sampling, Verdict};
 use std::collections::VecDeque;
 use std::time::Instant;
-pub use text::{eos_ids, load_tokenizer, TextStream};
+pub use text::{decode, eos_ids, load_tokenizer, TextStream};
 
 /// What to generate and how.
 #[derive(Debug, Clone, PartialEq)]

@@ -52,6 +52,15 @@ pub fn eos_ids(dir: &Path) -> Result<Vec<i64>> {
     }
 }
 
+/// The text of `ids` (special tokens skipped), naming an id the tokenizer cannot hold.
+pub fn decode(tokenizer: &tokenizers::Tokenizer, ids: &[i64]) -> Result<String> {
+    let ids: Vec<u32> = ids
+        .iter()
+        .map(|&id| u32::try_from(id).map_err(|_| Error::Input(format!("token id {id} is not a tokenizer id"))))
+        .collect::<Result<_>>()?;
+    tokenizer.decode(&ids, true).map_err(|e| Error::Input(format!("decoding ids: {e}")))
+}
+
 /// The `tokenizers` crate's incremental decoder for a [`tokenizers::Tokenizer`].
 type DecodeStream<'t> = tokenizers::DecodeStream<
     't,
