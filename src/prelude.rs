@@ -7,6 +7,7 @@ pub use crate::ablations::corpus::{Corpus, CorpusSpec, Domain};
 pub use crate::ablations::data::Tokenized;
 pub use crate::ablations::presets::{Preset, PresetSpec};
 pub use crate::ablations::run::{train_and_evaluate, RunResult, Variant};
+pub use crate::backend::prelude::*;
 pub use crate::generate::{GenerateOptions, Generation, Sampling};
 pub use crate::io::MappedFile;
 pub use crate::lab::{check, check_close, goldens_dir, project_dir, randn, rel_err, Table};

@@ -1,13 +1,13 @@
 //! The generic conformance suite: each check is written once, as `fn check_x<B: Backend>(b: &B)`,
-//! and compares `b` against [`CpuBackend`] on random inputs of several shapes (including
-//! sizes that are not multiples of any kernel's tile). [`conformance_tests!`] stamps out,
+//! and compares `b` against `CpuBackend` on random inputs of several shapes (including
+//! sizes that are not multiples of any kernel's tile). [`crate::conformance_tests!`] stamps out,
 //! per check:
 //! - `cuda`: the check on the CUDA backend; it prints "skipped: no CUDA device (..)" and
 //!   returns where there is none (it never claims to have compared anything then);
 //! - `cpu_catches_fault`: the check on the CPU reference wrapped in [`Faulty`], first with
 //!   no fault (it must pass: the check itself is sound) and then with a small fault
-//!   injected into an operation it covers (it must fail). CPU against itself alone would
-//!   be a test that cannot fail; this one shows that the check can.
+//!   injected into each operation it covers, one at a time (each must fail). CPU against
+//!   itself alone would be a test that cannot fail; this one shows that the check can.
 
 use crate::assert_close;
 use ndarray::{ArrayD, IxDyn};
@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use v3lab_reference::Backend;
 
-pub use crate::suite_faulty::{Fault, Faulty};
+pub use crate::suite_faulty::{all_ops, Faulty, UNPERTURBED_OPS};
 pub use crate::suite_model::*;
 pub use crate::suite_ops::*;
 pub use crate::suite_train::*;
@@ -61,11 +61,14 @@ pub fn expect_failure(what: &str, check: impl FnOnce() + std::panic::UnwindSafe)
     assert!(caught.is_err(), "{what}: the check passed although a fault was injected; it cannot catch errors");
 }
 
-/// Stamps out the two tests of each check (see the module doc):
-/// `conformance_tests! { rms_norm: check_rms_norm, Fault::RmsNorm; ... }`.
+/// Stamps out the two tests of each check (see the module doc), given the operations whose
+/// faults the check must catch (`"op"`, or `"op:i"` for its i-th output only):
+/// `conformance_tests! { norm_swiglu: check_norm_swiglu, ["rms_norm_forward", "swiglu_forward"]; ... }`,
+/// and `every_op_has_a_check`: each operation of the backend (`suite_faulty::all_ops`) is
+/// named by some check, so a new operation cannot go untested.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($($name:ident : $check:path, $fault:expr;)+) => {
+    ($($name:ident : $check:path, [$($fault:literal),+ $(,)?];)+) => {
         $(
             mod $name {
                 #[allow(unused_imports)]
@@ -80,11 +83,24 @@ macro_rules! conformance_tests {
 
                 #[test]
                 fn cpu_catches_fault() {
-                    $check(&$crate::suite::Faulty::new($crate::suite::Fault::None));
-                    let faulty = $crate::suite::Faulty::new($fault);
-                    $crate::suite::expect_failure(stringify!($name), move || $check(&faulty));
+                    $check(&$crate::suite::Faulty::new(None));
+                    for fault in [$($fault),+] {
+                        let faulty = $crate::suite::Faulty::new(Some(fault));
+                        let what = format!("{} with a fault in {fault}", stringify!($name));
+                        $crate::suite::expect_failure(&what, move || $check(&faulty));
+                    }
                 }
             }
         )+
+
+        #[test]
+        fn every_op_has_a_check() {
+            let checked: Vec<&str> = [$($($fault),+),+].iter().map(|f| f.split(':').next().unwrap_or(f)).collect();
+            let unchecked: Vec<&str> = $crate::suite::all_ops()
+                .into_iter()
+                .filter(|op| !$crate::suite::UNPERTURBED_OPS.contains(op) && !checked.contains(op))
+                .collect();
+            assert!(unchecked.is_empty(), "no conformance check catches a fault in {unchecked:?}");
+        }
     };
 }

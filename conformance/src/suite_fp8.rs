@@ -3,6 +3,7 @@
 //! nearest search over the finite codes (ties to the even code), not by bit tricks.
 
 use ndarray::{Array2, ArrayD, IxDyn};
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::fp8::{scale_for, ScaleMode, E4M3};
 
 /// Scaling groups are 128 wide (the paper's N_C).
@@ -79,7 +80,7 @@ pub fn check_fp8_cuda(b: &v3lab_gpu::CudaBackend) {
     use crate::suite::{rand_array, rng_for};
     use crate::tolerance::{FP8_BITS, FP8_GEMM_VS_HOST};
     use v3lab_gpu::Fp8Blocks;
-    use v3lab_reference::Backend;
+
     let mut rng = rng_for("fp8");
     let mut quantized = |rows: usize, cols: usize, blocks: Fp8Blocks| {
         // A wide dynamic range (×1e-3..×1e2 per row) and an all-zero row.

@@ -7,11 +7,13 @@ use crate::tolerance::*;
 use ndarray::{ArrayD, IxDyn};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::{Backend, CpuBackend, RouteSpec, ScoreFunc};
 
 const CPU: CpuBackend = CpuBackend;
 
-/// reshape, permute, narrow, concat, expand, write_at: pure copies, bit-exact.
+/// The host copies (f32 both ways, f64 widened and narrowed), zeros, and reshape, permute,
+/// narrow, concat, expand, write_at: pure copies, bit-exact.
 pub fn check_layout<B: Backend>(b: &B) {
     let mut rng = rng_for("layout");
     for shape in [vec![2, 3, 4], vec![1, 7, 5, 3], vec![33, 1, 130], vec![3, 2, 4, 5]] {
@@ -19,6 +21,11 @@ pub fn check_layout<B: Backend>(b: &B) {
         let xb = up(b, &x);
         let tag = |op: &str| format!("{op} of {shape:?}");
         let n: usize = shape.iter().product();
+        expect_close(b, &tag("upload, download"), &xb, &x, COPY_EXACT);
+        let x64 = x.mapv(f64::from);
+        assert_eq!(b.download_f64(&xb).unwrap(), x64, "{} {}: widened exactly", b.name(), tag("download_f64"));
+        expect_close(b, &tag("upload_f64"), &b.upload_f64(x64.view()).unwrap(), &x, COPY_EXACT);
+        expect_close(b, &tag("zeros"), &b.zeros(&shape).unwrap(), &ArrayD::zeros(IxDyn(&shape)), COPY_EXACT);
         expect_close(b, &tag("reshape"), &b.reshape(&xb, &[n]).unwrap(), &CPU.reshape(&x, &[n]).unwrap(), COPY_EXACT);
         let mut axes: Vec<usize> = (0..shape.len()).collect();
         axes.reverse();
@@ -106,7 +113,8 @@ pub fn check_elementwise<B: Backend>(b: &B) {
     }
 }
 
-/// linear (rank 2 and 3 inputs) and batched matmul with every transpose combination.
+/// linear (rank 2 and 3 inputs) with its backward, and batched matmul with every
+/// transpose combination.
 pub fn check_products<B: Backend>(b: &B) {
     let mut rng = rng_for("products");
     for (lead, k, m) in [(vec![1], 1, 1), (vec![7], 33, 5), (vec![130], 257, 65), (vec![2, 3], 128, 200)] {
@@ -121,6 +129,13 @@ pub fn check_products<B: Backend>(b: &B) {
             &want,
             F32_REDUCTION,
         );
+        let mut ys = lead.clone();
+        ys.push(m);
+        let dy = rand_array(&mut rng, &ys);
+        let (want_dx, want_dw) = CPU.linear_backward(&x, &w, &dy).unwrap();
+        let (dx, dw) = b.linear_backward(&up(b, &x), &up(b, &w), &up(b, &dy)).unwrap();
+        expect_close(b, &format!("linear_backward dx {xs:?}"), &dx, &want_dx, F32_REDUCTION);
+        expect_close(b, &format!("linear_backward dw [{m},{k}]"), &dw, &want_dw, F32_REDUCTION);
     }
     for (bt, m, k, n) in [(1, 1, 1, 1), (3, 7, 33, 5), (2, 65, 130, 31), (16, 9, 64, 128)] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

@@ -9,6 +9,7 @@ use crate::suite_ops::spec;
 use crate::tolerance::*;
 use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::backend::AdamWStep;
 use v3lab_reference::balance::AuxLoss;
 use v3lab_reference::train::objective::{loss_and_grads, Objective};

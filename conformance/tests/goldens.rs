@@ -2,7 +2,8 @@
 
 use ndarray::{s, Axis};
 use v3lab_conformance::{assert_close, goldens_dir, read_f64, tolerance::*};
-use v3lab_reference::{checkpoint, AttentionImpl, Backend, CpuBackend, Decoder, Transformer};
+use v3lab_reference::backend::prelude::*;
+use v3lab_reference::{checkpoint, AttentionImpl, CpuBackend, Decoder, Transformer};
 
 fn check_model(name: &str) {
     let dir = goldens_dir().join(name);

@@ -8,6 +8,7 @@
 use ndarray::ArrayD;
 use safetensors::SafeTensors;
 use v3lab_conformance::{assert_close, goldens_dir, read_f64, tolerance::*};
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::balance::update_model_biases;
 use v3lab_reference::train::objective::{self, grads_by_term, loss_and_grads, Objective};
 use v3lab_reference::train::optim::{clip_coefficient, global_grad_norm, AdamW};

@@ -4,8 +4,9 @@
 //! `num_key_value_heads` default of 128; float64 logits and greedy generations.
 
 use v3lab_conformance::{assert_close, read_f64, tolerance::LOGITS_VS_PYTORCH};
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::generate::{GenerateOptions, Generation};
-use v3lab_reference::{checkpoint, AttentionImpl, Backend, CpuBackend, Transformer};
+use v3lab_reference::{checkpoint, AttentionImpl, CpuBackend, Transformer};
 
 fn dir(case: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../goldens/transformers").join(case)

@@ -1,10 +1,11 @@
-//! Causal attention (forward and backward) and MLA's absorbed decode over the latent cache
+//! [`AttentionOps`]: causal attention (forward and backward) and MLA's absorbed decode over the latent cache
 //! (`kernels/attention.cu`: one block per query row, online softmax over key tiles; the
 //! backward one block per query row for dq, one per key row for dk and dv).
 
 use crate::device::{err, CudaBackend, CudaTensor};
 use crate::kernels::{Module, MAX_SHARED_BYTES, REDUCE_SCRATCH_BYTES};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
+use v3lab_reference::backend::AttentionOps;
 use v3lab_reference::{Error, Result};
 
 /// `ATT_THREADS`, `ATT_TILE` and the widest value row of `kernels/attention.cu`.
@@ -28,8 +29,8 @@ fn grid(rows: usize, heads: usize, batch: usize, shared_floats: usize, op: &'sta
     })
 }
 
-impl CudaBackend {
-    pub(crate) fn attention_forward_f32(
+impl AttentionOps for CudaBackend {
+    fn attention_forward(
         &self,
         q: &CudaTensor,
         k: &CudaTensor,
@@ -71,10 +72,9 @@ impl CudaBackend {
         Ok((self.tensor(out, vec![batch, seq, heads, dv]), self.tensor(lse, vec![batch, heads, seq])))
     }
 
-    /// Backward of [`Self::attention_forward_f32`]: dq (and D = ⟨dout, out⟩ per row) by query
+    /// Backward of [`AttentionOps::attention_forward`]: dq (and D = ⟨dout, out⟩ per row) by query
     /// rows, then dk and dv by key rows, each recomputing P from the saved `lse`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn attention_backward_f32(
+    fn attention_backward(
         &self,
         q: &CudaTensor,
         k: &CudaTensor,
@@ -146,9 +146,9 @@ impl CudaBackend {
         ))
     }
 
-    /// The fused override of `Backend::latent_attention_forward`: every head reads the one
+    /// The fused override of `AttentionOps::latent_attention_forward`: every head reads the one
     /// latent cache row per position directly; nothing is expanded or concatenated.
-    pub(crate) fn latent_attention_forward_f32(
+    fn latent_attention_forward(
         &self,
         q_latent: &CudaTensor,
         q_pe: &CudaTensor,

@@ -12,7 +12,7 @@
 
 use crate::kernels::{self, Kernels};
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PushKernelArg};
 use std::sync::{Arc, Mutex};
 use v3lab_reference::{Error, Result};
 
@@ -213,5 +213,34 @@ impl CudaBackend {
 
     pub(crate) fn func(&self, module: kernels::Module, name: &'static str) -> Result<cudarc::driver::CudaFunction> {
         self.kernels.function(&self.ctx, module, name)
+    }
+
+    /// Launches a row kernel `kernel(out, src, rows, n_rows, d, error_word)`: one block per
+    /// index of `rows`, moving a row of width `d` between `src` and `out`, an index outside
+    /// `0..n_rows` flagged in the error word (embedding, gather, scatter-add).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launch_rows(
+        &self,
+        module: kernels::Module,
+        kernel: &'static str,
+        out: &mut CudaSlice<f32>,
+        src: &CudaSlice<f32>,
+        rows: &CudaIndices,
+        n_rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        let m: usize = rows.shape.iter().product();
+        if m == 0 || d == 0 {
+            return Ok(());
+        }
+        let f = self.func(module, kernel)?;
+        let (n64, d64) = (n_rows as i64, d as i64);
+        let word = self.error_word.lock().map_err(|_| err("error word lock poisoned"))?;
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(out).arg(src).arg(&*rows.data).arg(&n64).arg(&d64).arg(&*word);
+        // SAFETY: the kernel range-checks each index against n_rows; m rows of d elements on
+        // the indexed side, the callers size `out` and `src` for them.
+        unsafe { launch.launch(kernels::rows_cfg(m, kernels::ROW_THREADS)) }.map_err(err)?;
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! FP8 (E4M3) on the device, DeepSeek-V3 §3.3: fine-grained quantisation (1×128 tiles for
 //! activations, 128×128 blocks for weights) and the block-scaled GEMM that consumes them
 //! (`kernels/fp8_quantize.cu`, `kernels/fp8_gemm.cu`). Inherent methods of
-//! [`CudaBackend`]: the `Backend` trait has no FP8 methods yet (the CPU simulation is
+//! [`CudaBackend`]: no `Backend` family has FP8 methods yet (the CPU simulation is
 //! being written on another branch); the conformance suite checks these against a host
 //! oracle built on the reference's E4M3 codec.
 
@@ -9,6 +9,7 @@ use crate::device::{err, CudaBackend, CudaTensor};
 use crate::kernels::Module;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use ndarray::{Array2, ArrayD};
+use v3lab_reference::backend::MemoryOps;
 use v3lab_reference::{Error, Result};
 
 /// The width of a scaling tile or block (the paper's N_C = 128).
@@ -82,7 +83,7 @@ impl CudaBackend {
         let n = q.rows * q.cols;
         let bits = if n == 0 { Vec::new() } else { self.stream.clone_dtoh(&q.bits.slice(0..n)).map_err(err)? };
         let bits = Array2::from_shape_vec((q.rows, q.cols), bits).expect("rows × cols bytes");
-        Ok((bits, self.download_f32(&q.scales)?))
+        Ok((bits, self.download(&q.scales)?))
     }
 
     /// `a [M, K] · b [N, K]ᵀ → [M, N]` in f32, with `a` in 1×128 tiles and `b` in 128×128
@@ -98,7 +99,7 @@ impl CudaBackend {
         let mut out = self.alloc(m * n)?;
         if m > 0 && n > 0 {
             if k == 0 {
-                return self.zeros_f32(&[m, n]);
+                return self.zeros(&[m, n]);
             }
             let grid = (n.div_ceil(64), m.div_ceil(64));
             if grid.1 > 65535 {

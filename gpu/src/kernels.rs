@@ -171,6 +171,10 @@ pub(crate) fn elementwise_cfg(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Threads per row for row-wise kernels (norms, row copies): enough to cover D = 7168 in
+/// 28 steps; one block per row keeps the reductions simple.
+pub(crate) const ROW_THREADS: u32 = 256;
+
 /// One block of `threads` per row.
 pub(crate) fn rows_cfg(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }

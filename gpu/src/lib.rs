@@ -8,25 +8,33 @@
 //!   its tensor types;
 //! - `kernels`: the `.cu` sources of `gpu/kernels/`, compiled once per process for the
 //!   device's architecture, and launch helpers;
-//! - `layout`, `blas`, `ops`, `attention`, `routing`, `loss`, `optim`: the `Backend`
-//!   primitives by family, each forward beside its backward;
+//! - one file per family of `v3lab_reference::backend`, each `impl <Family> for
+//!   CudaBackend` directly, every forward beside its backward: `memory` (`MemoryOps`:
+//!   upload/download, shapes, zeros), `layout` (`LayoutOps`, one strided-copy kernel),
+//!   `elementwise` (`ElementwiseOps`: broadcasting add/mul, scale, sum_axis), `linalg`
+//!   (`LinalgOps`: cuBLAS SGEMM), `nn` (`NnOps`: RMSNorm, SwiGLU, RoPE, embedding),
+//!   `loss` (`LossOps`: cross-entropy), `attention` (`AttentionOps`, overriding
+//!   `latent_attention_forward` with its fused kernel), `routing` (`RoutingOps`: the gate,
+//!   row gather/scatter-add, overriding `expert_dispatch` with a device counting sort) and
+//!   `optim` (`OptimOps`: AdamW, overriding `sum_squares` with a device reduction). Every
+//!   operation, forward and training, runs on the GPU;
 //! - `fp8`: E4M3 quantisation (1×128 tiles, 128×128 blocks) and the block-scaled FP8 GEMM,
-//!   inherent methods of [`CudaBackend`] (no `Backend` counterpart yet);
-//! - `backend`: `impl Backend for CudaBackend`, delegating to the above.
+//!   inherent methods of [`CudaBackend`] (no `Backend` counterpart yet).
 //!
 //! Nothing in this crate has run on a GPU yet; every kernel has run on the CPU under the
 //! emulator of `gpu/emu/` (stand-ins for libcuda, libnvrtc and libcublas, which the
 //! dynamic loading picks up through `LD_LIBRARY_PATH`). See `gpu/PERF.md` for what has run.
 
 mod attention;
-mod backend;
-mod blas;
 mod device;
+mod elementwise;
 mod fp8;
 mod kernels;
 mod layout;
+mod linalg;
 mod loss;
-mod ops;
+mod memory;
+mod nn;
 mod optim;
 mod routing;
 
@@ -35,7 +43,7 @@ pub use fp8::{Fp8Blocks, Fp8Tensor};
 pub use kernels::{compile_all, nvrtc_present};
 
 /// For tests and benches: the backend, or `None` after printing
-/// "skipped: no CUDA device (<reason>)" where there is no usable device. The line goes
+/// `"skipped: no CUDA device (<reason>)"` where there is no usable device. The line goes
 /// straight to stderr, past the test harness's capture, so that `cargo test` shows every
 /// skip even when the test passes.
 pub fn cuda_or_skip() -> Option<CudaBackend> {

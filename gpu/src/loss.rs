@@ -1,8 +1,9 @@
-//! The cross-entropy loss, forward and backward (`kernels/cross_entropy.cu`).
+//! [`LossOps`]: the cross-entropy loss, forward and backward (`kernels/cross_entropy.cu`).
 
 use crate::device::{err, CudaBackend, CudaIndices, CudaTensor};
 use crate::kernels::{elementwise_cfg, rows_cfg, Module};
 use cudarc::driver::PushKernelArg;
+use v3lab_reference::backend::{LossOps, MemoryOps};
 use v3lab_reference::{Error, Result};
 
 /// Threads per row of logits: a vocabulary of 32k is 128 steps of 256.
@@ -15,14 +16,10 @@ fn rows_and_vocab(logits: &CudaTensor, targets: &CudaIndices, op: &'static str) 
     }
 }
 
-impl CudaBackend {
+impl LossOps for CudaBackend {
     /// Per row on the device (log-sum-exp and the row's loss in f32); the N row losses are
     /// added on the host in f64 in row order, as the CPU reference adds them.
-    pub(crate) fn cross_entropy_forward_f32(
-        &self,
-        logits: &CudaTensor,
-        targets: &CudaIndices,
-    ) -> Result<(f64, CudaTensor)> {
+    fn cross_entropy_forward(&self, logits: &CudaTensor, targets: &CudaIndices) -> Result<(f64, CudaTensor)> {
         let (n, vocab) = rows_and_vocab(logits, targets, "cross_entropy_forward")?;
         let (mut lse, mut row_loss) = (self.alloc(n)?, self.alloc(n)?);
         {
@@ -34,12 +31,12 @@ impl CudaBackend {
             // SAFETY: n rows of vocab logits, n targets (range-checked in the kernel).
             unsafe { launch.launch(rows_cfg(n, CE_THREADS)) }.map_err(err)?;
         }
-        let row_loss = self.download_f32(&self.tensor(row_loss, vec![n]))?;
+        let row_loss = self.download(&self.tensor(row_loss, vec![n]))?;
         let total: f64 = row_loss.iter().map(|&l| f64::from(l)).sum();
         Ok((total / n as f64, self.tensor(lse, vec![n])))
     }
 
-    pub(crate) fn cross_entropy_backward_f32(
+    fn cross_entropy_backward(
         &self,
         logits: &CudaTensor,
         lse: &CudaTensor,

@@ -1,20 +1,20 @@
-//! AdamW and the sums of squares of global-norm clipping (`kernels/optim.cu`).
+//! [`OptimOps`]: AdamW and the sums of squares of global-norm clipping (`kernels/optim.cu`).
 
 use crate::device::{err, CudaBackend, CudaTensor};
 use crate::kernels::{elementwise_cfg, Module};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use v3lab_reference::backend::AdamWStep;
+use v3lab_reference::backend::{AdamWStep, OptimOps};
 use v3lab_reference::{Error, Result};
 
 /// `SUMSQ_THREADS` of `kernels/optim.cu`, and at most this many partial sums per tensor.
 const SUMSQ_THREADS: u32 = 256;
 const SUMSQ_MAX_BLOCKS: usize = 1024;
 
-impl CudaBackend {
+impl OptimOps for CudaBackend {
     /// One AdamW update in place with the CPU reference's coefficients
     /// ([`AdamWStep::coefficients`], rounded to f32), applied in the CPU's order with every
     /// operation rounded (see `kernels/optim.cu`).
-    pub(crate) fn adamw_step_f32(
+    fn adamw_step(
         &self,
         param: &mut CudaTensor,
         m: &mut CudaTensor,
@@ -57,7 +57,7 @@ impl CudaBackend {
     }
 
     /// Σ x² in f64: per-block partials on the device, added on the host in block order.
-    pub(crate) fn sum_squares_f32(&self, t: &CudaTensor) -> Result<f64> {
+    fn sum_squares(&self, t: &CudaTensor) -> Result<f64> {
         let n = t.len();
         if n == 0 {
             return Ok(0.0);

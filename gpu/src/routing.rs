@@ -1,23 +1,19 @@
-//! The gate's routing decision and token permutation by expert
-//! (`kernels/route.cu`, `kernels/expert_dispatch.cu`).
+//! [`RoutingOps`]: the gate's routing decision and its backward, the row gather and
+//! scatter-add that move tokens to their experts and back, and the token permutation by
+//! expert (`kernels/route.cu`, `kernels/rows.cu`, `kernels/expert_dispatch.cu`).
 
 use crate::device::{err, CudaBackend, CudaIndices, CudaTensor};
 use crate::kernels::{elementwise_cfg, Module, MAX_SHARED_BYTES, REDUCE_SCRATCH_BYTES};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use std::sync::Arc;
-use v3lab_reference::backend::{Dispatch, Routing};
+use v3lab_reference::backend::{Dispatch, Routing, RoutingOps};
 use v3lab_reference::{Error, Result, RouteSpec, ScoreFunc};
 
 const ROUTE_THREADS: u32 = 256;
 const PLACE_THREADS: u32 = 256;
 
-impl CudaBackend {
-    pub(crate) fn route_f32(
-        &self,
-        logits: &CudaTensor,
-        bias: Option<&CudaTensor>,
-        spec: &RouteSpec,
-    ) -> Result<Routing<Self>> {
+impl RoutingOps for CudaBackend {
+    fn route(&self, logits: &CudaTensor, bias: Option<&CudaTensor>, spec: &RouteSpec) -> Result<Routing<Self>> {
         let &[n, n_experts] = logits.shape.as_slice() else {
             return Err(Error::shape("route", format!("logits must be [N, E], got {:?}", logits.shape)));
         };
@@ -74,8 +70,8 @@ impl CudaBackend {
         })
     }
 
-    /// Backward of [`Self::route_f32`] to the gate logits, one thread per token.
-    pub(crate) fn route_backward_f32(
+    /// Backward of [`RoutingOps::route`] to the gate logits, one thread per token.
+    fn route_backward(
         &self,
         r: &Routing<Self>,
         dweights: &CudaTensor,
@@ -123,9 +119,32 @@ impl CudaBackend {
         Ok(self.tensor(dlogits, vec![n, n_experts]))
     }
 
-    /// The override of `Backend::expert_dispatch`: counting sort on the device; only the
+    fn gather_rows(&self, x: &CudaTensor, rows: &CudaIndices) -> Result<CudaTensor> {
+        let &[n_rows, d] = x.shape.as_slice() else {
+            return Err(Error::shape("gather_rows", format!("x must be [N, D], got {:?}", x.shape)));
+        };
+        let m: usize = rows.shape.iter().product();
+        let mut out = self.alloc(m * d)?;
+        self.launch_rows(Module::Rows, "gather_rows_f32", &mut out, &x.data, rows, n_rows, d)?;
+        Ok(self.tensor(out, vec![m, d]))
+    }
+
+    fn scatter_add_rows(&self, dst: &CudaTensor, rows: &CudaIndices, src: &CudaTensor) -> Result<CudaTensor> {
+        let m: usize = rows.shape.iter().product();
+        let (&[n_rows, d], &[sm, sd]) = (dst.shape.as_slice(), src.shape.as_slice()) else {
+            return Err(Error::shape("scatter_add_rows", format!("{:?} rows into {:?}", src.shape, dst.shape)));
+        };
+        if sm != m || sd != d {
+            return Err(Error::shape("scatter_add_rows", format!("{:?} rows into {:?}", src.shape, dst.shape)));
+        }
+        let mut out = self.stream.clone_dtod(&*dst.data).map_err(err)?;
+        self.launch_rows(Module::Rows, "scatter_add_rows_f32", &mut out, &src.data, rows, n_rows, d)?;
+        Ok(self.tensor(out, dst.shape.clone()))
+    }
+
+    /// The override of `RoutingOps::expert_dispatch`: counting sort on the device; only the
     /// E counts travel to the host (the loop over experts needs the offsets there).
-    pub(crate) fn expert_dispatch_i64(&self, indices: &CudaIndices, n_experts: usize) -> Result<Dispatch<Self>> {
+    fn expert_dispatch(&self, indices: &CudaIndices, n_experts: usize) -> Result<Dispatch<Self>> {
         let nk: usize = indices.shape.iter().product();
         let top_k = indices.shape.get(1).copied().unwrap_or(1).max(1);
         let mut counts = self.stream.alloc_zeros::<i32>(n_experts.max(1)).map_err(err)?;

@@ -8,11 +8,12 @@
 use ndarray::{ArrayD, IxDyn};
 use std::time::Instant;
 use v3lab_gpu::{CudaBackend, CudaIndices, Fp8Blocks};
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::balance::AuxLoss;
 use v3lab_reference::model::params::{Layout, ParamKind, Params};
 use v3lab_reference::train::objective::{loss_and_grads, Objective};
 use v3lab_reference::train::optim::{clip_coefficient, global_grad_norm, AdamW, AdamWConfig};
-use v3lab_reference::{AttentionImpl, Backend, ModelConfig, Transformer};
+use v3lab_reference::{AttentionImpl, ModelConfig, Transformer};
 
 /// Median wall time of `f` in seconds over `runs` runs after one warm-up.
 fn time(b: &CudaBackend, runs: usize, mut f: impl FnMut()) -> f64 {

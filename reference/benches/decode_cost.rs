@@ -13,10 +13,11 @@
 use ndarray::Array2;
 use std::path::PathBuf;
 use std::time::Instant;
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::mla::LayerCache;
 use v3lab_reference::model::config::ModelConfig;
 use v3lab_reference::train::init::{init_params, INIT_STD};
-use v3lab_reference::{checkpoint, mtp, AttentionImpl, Backend, CpuBackend, Decoder, Transformer};
+use v3lab_reference::{checkpoint, mtp, AttentionImpl, CpuBackend, Decoder, Transformer};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -1,4 +1,4 @@
-//! v3lab's CPU reference of DeepSeek-V3: the [`Backend`] trait and [`CpuBackend`], every
+//! v3lab's CPU reference of DeepSeek-V3: the [`Backend`] trait and [`CpuBackend`](type@CpuBackend), every
 //! component of the model (one module per idea of the paper), configuration and
 //! checkpoints in the released layout.
 //!

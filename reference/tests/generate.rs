@@ -5,12 +5,13 @@
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::generate::{GenerateOptions, Generation, Sampling};
 use v3lab_reference::mtp::speculative::greedy;
 use v3lab_reference::train::init::init_params;
 use v3lab_reference::train::trainer::Batches;
 use v3lab_reference::train::{TrainConfig, Trainer};
-use v3lab_reference::{AttentionImpl, Backend, CpuBackend, ModelConfig, Transformer};
+use v3lab_reference::{AttentionImpl, CpuBackend, ModelConfig, Transformer};
 
 /// A tiny V3 model (dense block, MoE block) with `mtp` MTP modules and vocabulary `vocab`.
 fn config(vocab: usize, mtp: usize) -> ModelConfig {

@@ -6,6 +6,7 @@ use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::backend::{CpuBackendF64, RouteSpec, ScoreFunc};
 use v3lab_reference::mla::{Mla, Step};
 use v3lab_reference::model::block_forward;
@@ -14,7 +15,7 @@ use v3lab_reference::model::train::block_backward;
 use v3lab_reference::moe::mlp_forward;
 use v3lab_reference::moe::train::mlp_backward;
 use v3lab_reference::train::objective::{self, AuxLoss, Objective};
-use v3lab_reference::{Backend, ModelConfig, Params, Transformer};
+use v3lab_reference::{ModelConfig, Params, Transformer};
 
 type T = ArrayD<f64>;
 

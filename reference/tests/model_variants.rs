@@ -4,8 +4,9 @@
 use ndarray::{s, Array2, ArrayD, Axis};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::train::init::init_params;
-use v3lab_reference::{AttentionImpl, Backend, CpuBackend, Decoder, ModelConfig, Transformer};
+use v3lab_reference::{AttentionImpl, CpuBackend, Decoder, ModelConfig, Transformer};
 
 /// Two f32 evaluations of one quantity in different association orders.
 const REORDERED_F32: f64 = 1e-5;

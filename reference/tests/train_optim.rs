@@ -7,10 +7,11 @@ mod common;
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use v3lab_reference::backend::prelude::*;
 use v3lab_reference::model::params::{ParamKind, Params};
 use v3lab_reference::train::init::init_params;
 use v3lab_reference::train::optim::{clip_coefficient, global_grad_norm, AdamW, AdamWConfig};
-use v3lab_reference::{AdamWStep, Backend, CpuBackend, ModelConfig};
+use v3lab_reference::{AdamWStep, CpuBackend, ModelConfig};
 
 /// f32 AdamW against the f64 formula: relative error of the parameters after several steps.
 const ADAMW_VS_F64: f64 = 1e-6;

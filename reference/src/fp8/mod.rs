@@ -9,7 +9,7 @@
 //!   promotion to FP32 every N_C = 128, as an explicit, configurable model;
 //! - [`fit`]: the probe GEMMs of the H100 experiment and the search that fits the accumulator
 //!   model to their measured outputs;
-//! - [`gemm`]: the scaled FP8 GEMM (the public `fp8_gemm`) on top of an accumulator;
+//! - [`gemm`](mod@gemm): the scaled FP8 GEMM (the public `fp8_gemm`) on top of an accumulator;
 //! - [`linear`]: the FP8-simulated linear layer of Figure 6 (Fprop, Dgrad, Wgrad);
 //! - [`study`]: the error-vs-K and scaling-granularity study behind `v3lab fp8 study`.
 //!

@@ -72,6 +72,7 @@ impl RopeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::prelude::*;
     use crate::config::YarnConfig;
     use proptest::prelude::*;
 
@@ -122,7 +123,7 @@ mod tests {
         #[test]
         fn rope_rotates_interleaved_pairs_as_complex_numbers(half in 1usize..6, seq in 1usize..6, heads in 1usize..3,
                                                              start in 0usize..8, seed in 0u64..100) {
-            use crate::backend::{Backend, CpuBackend};
+            use crate::backend::CpuBackend;
             use rand::{Rng, SeedableRng};
             let cfg = config(2 * half, 16, None);
             let table = RopeTable::new(&cfg);

@@ -10,7 +10,7 @@ pub mod train;
 // `crate::params`); these paths keep working.
 pub use crate::{config, params};
 
-use crate::backend::{Backend, Routing};
+use crate::backend::{Backend, MemoryOps, Routing};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla, Rope, Step};
@@ -181,7 +181,7 @@ pub(crate) struct SavedLayers<B: Backend> {
 
 /// What [`block_forward`] returns: the output, a MoE block's routing, and with `save` the
 /// saved state.
-pub type BlockOut<B> = (<B as Backend>::Tensor, Option<Routing<B>>, Option<BlockSaved<B>>);
+pub type BlockOut<B> = (<B as MemoryOps>::Tensor, Option<Routing<B>>, Option<BlockSaved<B>>);
 
 /// One decoder block (the public code's `Block.forward`, also the MTP modules' block):
 /// `x + MLA(norm(x))`, then `+ FFN(norm(·))`, run as `step` says (positions, cache,

@@ -19,7 +19,7 @@
 
 pub mod train;
 
-use crate::backend::{Backend, Dispatch, Routing};
+use crate::backend::{Backend, Dispatch, MemoryOps, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::{MlpParams, MoeParams};
@@ -28,7 +28,7 @@ use train::{MlpSaved, MoeSaved};
 /// What [`mlp_forward`] returns: the output and, with `save`, what the backward needs.
 pub type MlpOut<T> = (T, Option<MlpSaved<T>>);
 /// What [`moe_forward`] returns: the output, the routing, and with `save` the saved state.
-pub type MoeOut<B> = (<B as Backend>::Tensor, Routing<B>, Option<MoeSaved<B>>);
+pub type MoeOut<B> = (<B as MemoryOps>::Tensor, Routing<B>, Option<MoeSaved<B>>);
 
 /// SwiGLU feed-forward, `w2(silu(w1 x) · w3 x)`: the dense blocks, each routed expert and
 /// the shared experts. With `save`, what [`train::mlp_backward`] needs is kept.
@@ -132,7 +132,8 @@ pub fn moe_forward<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, CpuBackend, RouteSpec, ScoreFunc};
+    use crate::backend::prelude::*;
+    use crate::backend::{CpuBackend, RouteSpec, ScoreFunc};
     use ndarray::{Array1, Array2};
     use proptest::prelude::*;
 

@@ -5,7 +5,7 @@
 //! Weight decay reaches the 2-D weights only ([`ParamKind::Matrix`]); norm gains are
 //! updated without it; the gate's selection bias ([`ParamKind::SelectionBias`]) has no
 //! gradient and is never touched here (§2.1.2: it moves by the balancing rule alone).
-//! The element-wise update is the backend primitive [`Backend::adamw_step`].
+//! The element-wise update is the backend primitive [`OptimOps::adamw_step`](crate::backend::OptimOps::adamw_step).
 
 use crate::backend::{AdamWStep, Backend};
 use crate::error::{Error, Result};

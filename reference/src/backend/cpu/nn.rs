@@ -1,98 +1,136 @@
-//! RMSNorm, SwiGLU, rotary embedding, embedding and cross-entropy on the CPU: each
-//! forward with its backward right below it.
+//! RMSNorm, SwiGLU, rotary embedding and embedding on the CPU: each forward with its
+//! backward right below it.
 
-use super::{as2, checked_row, rows_view, shape_err, CpuFloat};
+use super::{as2, checked_row, rows_view, shape_err, Cpu, CpuFloat};
+use crate::backend::NnOps;
 use crate::error::Result;
 use ndarray::{Array1, Array2, ArrayD, IxDyn, Zip};
 
-/// RMSNorm over the last axis (Zhang & Sennrich 2019; the public code's `RMSNorm`):
-/// `y = x · rstd · w` with `rstd = 1/sqrt(mean(x²) + eps)`; returns `(y, rstd [..])`.
-pub(super) fn rms_norm_forward<F: CpuFloat>(x: &ArrayD<F>, w: &ArrayD<F>, eps: F) -> Result<(ArrayD<F>, ArrayD<F>)> {
-    let x2 = rows_view(x, "rms_norm_forward")?;
-    if x2.ncols() == 0 {
-        // mean(x²) over no values is 0/0: an error rather than rows of NaN.
-        return Err(shape_err("rms_norm_forward", format!("x {:?} has rows of width 0", x.shape())));
+impl<F: CpuFloat> NnOps for Cpu<F> {
+    /// RMSNorm over the last axis (Zhang & Sennrich 2019; the public code's `RMSNorm`):
+    /// `y = x · rstd · w` with `rstd = 1/sqrt(mean(x²) + eps)`; returns `(y, rstd [..])`.
+    fn rms_norm_forward(&self, x: &ArrayD<F>, w: &ArrayD<F>, eps: f32) -> Result<(ArrayD<F>, ArrayD<F>)> {
+        let eps = F::of_f32(eps);
+        let x2 = rows_view(x, "rms_norm_forward")?;
+        if x2.ncols() == 0 {
+            // mean(x²) over no values is 0/0: an error rather than rows of NaN.
+            return Err(shape_err("rms_norm_forward", format!("x {:?} has rows of width 0", x.shape())));
+        }
+        if w.shape() != [x2.ncols()] {
+            return Err(shape_err("rms_norm_forward", format!("x {:?} with weight {:?}", x.shape(), w.shape())));
+        }
+        let n = F::of_f64(x2.ncols() as f64);
+        let rstd: Vec<F> =
+            x2.outer_iter().map(|row| F::one() / (row.iter().map(|&v| v * v).sum::<F>() / n + eps).sqrt()).collect();
+        let gain = w.view().into_dimensionality::<ndarray::Ix1>().expect("checked rank 1");
+        let mut y = x2.to_owned();
+        for (mut row, &r) in y.outer_iter_mut().zip(&rstd) {
+            Zip::from(&mut row).and(&gain).for_each(|v, &g| *v = *v * r * g);
+        }
+        let rows_shape = &x.shape()[..x.ndim() - 1];
+        Ok((
+            y.into_shape_with_order(x.raw_dim()).expect("row-major"),
+            ArrayD::from_shape_vec(IxDyn(rows_shape), rstd).expect("one rstd per row"),
+        ))
     }
-    if w.shape() != [x2.ncols()] {
-        return Err(shape_err("rms_norm_forward", format!("x {:?} with weight {:?}", x.shape(), w.shape())));
+    /// Backward of [`Self::rms_norm_forward`]: `dx = rstd·g − x·rstd³·⟨g, x⟩/n` with `g = dy ⊙ w`,
+    /// `dw = Σ_rows dy ⊙ x · rstd`.
+    fn rms_norm_backward(
+        &self,
+        x: &ArrayD<F>,
+        w: &ArrayD<F>,
+        rstd: &ArrayD<F>,
+        dy: &ArrayD<F>,
+    ) -> Result<(ArrayD<F>, ArrayD<F>)> {
+        if x.shape() != dy.shape() || rstd.len() * w.len() != x.len() {
+            return Err(shape_err(
+                "rms_norm_backward",
+                format!("x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape()),
+            ));
+        }
+        let (x2, dy2) = (rows_view(x, "rms_norm_backward")?, rows_view(dy, "rms_norm_backward")?);
+        let gain = w.view().into_dimensionality::<ndarray::Ix1>().map_err(|_| shape_err("rms_norm_backward", "w"))?;
+        let n = F::of_f64(x2.ncols() as f64);
+        let mut dx = Array2::<F>::zeros(x2.raw_dim());
+        let mut dw = Array1::<F>::zeros(gain.len());
+        for (((xr, dyr), mut dxr), &r) in
+            x2.outer_iter().zip(dy2.outer_iter()).zip(dx.outer_iter_mut()).zip(rstd.iter())
+        {
+            let dot: F = Zip::from(&xr).and(&dyr).and(&gain).fold(F::zero(), |acc, &x, &d, &g| acc + d * g * x);
+            let c = r * r * r * dot / n;
+            Zip::from(&mut dxr).and(&xr).and(&dyr).and(&gain).for_each(|o, &x, &d, &g| *o = r * d * g - x * c);
+            Zip::from(&mut dw).and(&xr).and(&dyr).for_each(|o, &x, &d| *o += d * x * r);
+        }
+        Ok((dx.into_shape_with_order(x.raw_dim()).expect("row-major"), dw.into_dyn()))
     }
-    let n = F::of_f64(x2.ncols() as f64);
-    let rstd: Vec<F> =
-        x2.outer_iter().map(|row| F::one() / (row.iter().map(|&v| v * v).sum::<F>() / n + eps).sqrt()).collect();
-    let gain = w.view().into_dimensionality::<ndarray::Ix1>().expect("checked rank 1");
-    let mut y = x2.to_owned();
-    for (mut row, &r) in y.outer_iter_mut().zip(&rstd) {
-        Zip::from(&mut row).and(&gain).for_each(|v, &g| *v = *v * r * g);
+    /// SwiGLU (Shazeer 2020; DeepSeek-V3's experts): `silu(gate) · up`.
+    fn swiglu_forward(&self, gate: &ArrayD<F>, up: &ArrayD<F>) -> Result<ArrayD<F>> {
+        if gate.shape() != up.shape() {
+            return Err(shape_err("swiglu_forward", format!("{:?} vs {:?}", gate.shape(), up.shape())));
+        }
+        Ok(Zip::from(gate).and(up).map_collect(|&g, &u| g / (F::one() + (-g).exp()) * u))
     }
-    let rows_shape = &x.shape()[..x.ndim() - 1];
-    Ok((
-        y.into_shape_with_order(x.raw_dim()).expect("row-major"),
-        ArrayD::from_shape_vec(IxDyn(rows_shape), rstd).expect("one rstd per row"),
-    ))
-}
-
-/// Backward of [`rms_norm_forward`]: `dx = rstd·g − x·rstd³·⟨g, x⟩/n` with `g = dy ⊙ w`,
-/// `dw = Σ_rows dy ⊙ x · rstd`.
-pub(super) fn rms_norm_backward<F: CpuFloat>(
-    x: &ArrayD<F>,
-    w: &ArrayD<F>,
-    rstd: &ArrayD<F>,
-    dy: &ArrayD<F>,
-) -> Result<(ArrayD<F>, ArrayD<F>)> {
-    if x.shape() != dy.shape() || rstd.len() * w.len() != x.len() {
-        return Err(shape_err(
-            "rms_norm_backward",
-            format!("x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape()),
-        ));
+    /// Backward of SwiGLU: `silu'(g) = σ(g)(1 + g(1 − σ(g)))`.
+    fn swiglu_backward(&self, gate: &ArrayD<F>, up: &ArrayD<F>, dy: &ArrayD<F>) -> Result<(ArrayD<F>, ArrayD<F>)> {
+        if gate.shape() != up.shape() || gate.shape() != dy.shape() {
+            return Err(shape_err(
+                "swiglu_backward",
+                format!("{:?}, {:?}, {:?}", gate.shape(), up.shape(), dy.shape()),
+            ));
+        }
+        let dgate = Zip::from(gate).and(up).and(dy).map_collect(|&g, &u, &d| {
+            let s = sigmoid(g);
+            d * u * s * (F::one() + g * (F::one() - s))
+        });
+        let dup = Zip::from(gate).and(dy).map_collect(|&g, &d| d * g * sigmoid(g));
+        Ok((dgate, dup))
     }
-    let (x2, dy2) = (rows_view(x, "rms_norm_backward")?, rows_view(dy, "rms_norm_backward")?);
-    let gain = w.view().into_dimensionality::<ndarray::Ix1>().map_err(|_| shape_err("rms_norm_backward", "w"))?;
-    let n = F::of_f64(x2.ncols() as f64);
-    let mut dx = Array2::<F>::zeros(x2.raw_dim());
-    let mut dw = Array1::<F>::zeros(gain.len());
-    for (((xr, dyr), mut dxr), &r) in x2.outer_iter().zip(dy2.outer_iter()).zip(dx.outer_iter_mut()).zip(rstd.iter()) {
-        let dot: F = Zip::from(&xr).and(&dyr).and(&gain).fold(F::zero(), |acc, &x, &d, &g| acc + d * g * x);
-        let c = r * r * r * dot / n;
-        Zip::from(&mut dxr).and(&xr).and(&dyr).and(&gain).for_each(|o, &x, &d, &g| *o = r * d * g - x * c);
-        Zip::from(&mut dw).and(&xr).and(&dyr).for_each(|o, &x, &d| *o += d * x * r);
+    /// Rotary embedding on interleaved pairs (RoFormer; DeepSeek-V3 eqs. 3 and 8, the public
+    /// code's `apply_rotary_emb`): pair i at position p turns by the table's angle.
+    fn rope_forward(&self, x: &ArrayD<F>, cos: &ArrayD<F>, sin: &ArrayD<F>, start_pos: usize) -> Result<ArrayD<F>> {
+        rotate(x, cos, sin, start_pos, false)
     }
-    Ok((dx.into_shape_with_order(x.raw_dim()).expect("row-major"), dw.into_dyn()))
+    /// The transposed map (angle −θ): the backward, since the map is linear in `x` (a
+    /// rotation scaled by YaRN's amplitude).
+    fn rope_backward(&self, dy: &ArrayD<F>, cos: &ArrayD<F>, sin: &ArrayD<F>, start_pos: usize) -> Result<ArrayD<F>> {
+        rotate(dy, cos, sin, start_pos, true)
+    }
+    /// Rows of `table [V, D]` for `tokens [..]`.
+    fn embedding_forward(&self, table: &ArrayD<F>, tokens: &ArrayD<i64>) -> Result<ArrayD<F>> {
+        let table = as2(table, "embedding_forward")?;
+        let mut out = Array2::<F>::zeros((tokens.len(), table.ncols()));
+        for (mut row, &t) in out.outer_iter_mut().zip(tokens.iter()) {
+            row.assign(&table.row(checked_row(t, table.nrows(), "token id")?));
+        }
+        let mut shape = tokens.shape().to_vec();
+        shape.push(table.ncols());
+        Ok(out.into_shape_with_order(IxDyn(&shape)).expect("row-major"))
+    }
+    /// Backward of the embedding: each row of `dy` added to its token's row of a `[V, D]` zero.
+    fn embedding_backward(&self, tokens: &ArrayD<i64>, dy: &ArrayD<F>, vocab: usize) -> Result<ArrayD<F>> {
+        let dy2 = rows_view(dy, "embedding_backward")?;
+        if dy2.nrows() != tokens.len() {
+            return Err(shape_err(
+                "embedding_backward",
+                format!("dy {:?} for tokens {:?}", dy.shape(), tokens.shape()),
+            ));
+        }
+        let mut grad = Array2::<F>::zeros((vocab, dy2.ncols()));
+        for (row, &t) in dy2.outer_iter().zip(tokens.iter()) {
+            let mut target = grad.row_mut(checked_row(t, vocab, "token id")?);
+            target += &row;
+        }
+        Ok(grad.into_dyn())
+    }
 }
 
 fn sigmoid<F: CpuFloat>(g: F) -> F {
     F::one() / (F::one() + (-g).exp())
 }
 
-/// SwiGLU (Shazeer 2020; DeepSeek-V3's experts): `silu(gate) · up`.
-pub(super) fn swiglu_forward<F: CpuFloat>(gate: &ArrayD<F>, up: &ArrayD<F>) -> Result<ArrayD<F>> {
-    if gate.shape() != up.shape() {
-        return Err(shape_err("swiglu_forward", format!("{:?} vs {:?}", gate.shape(), up.shape())));
-    }
-    Ok(Zip::from(gate).and(up).map_collect(|&g, &u| g / (F::one() + (-g).exp()) * u))
-}
-
-/// Backward of SwiGLU: `silu'(g) = σ(g)(1 + g(1 − σ(g)))`.
-pub(super) fn swiglu_backward<F: CpuFloat>(
-    gate: &ArrayD<F>,
-    up: &ArrayD<F>,
-    dy: &ArrayD<F>,
-) -> Result<(ArrayD<F>, ArrayD<F>)> {
-    if gate.shape() != up.shape() || gate.shape() != dy.shape() {
-        return Err(shape_err("swiglu_backward", format!("{:?}, {:?}, {:?}", gate.shape(), up.shape(), dy.shape())));
-    }
-    let dgate = Zip::from(gate).and(up).and(dy).map_collect(|&g, &u, &d| {
-        let s = sigmoid(g);
-        d * u * s * (F::one() + g * (F::one() - s))
-    });
-    let dup = Zip::from(gate).and(dy).map_collect(|&g, &d| d * g * sigmoid(g));
-    Ok((dgate, dup))
-}
-
-/// Rotary embedding on interleaved pairs (RoFormer; DeepSeek-V3 eqs. 3 and 8, the public
-/// code's `apply_rotary_emb`): pair i at position p turns by the table's angle. With
-/// `transpose` it applies the transposed map (angle −θ): the backward, since the map is
-/// linear in `x` (a rotation scaled by YaRN's amplitude).
-pub(super) fn rope<F: CpuFloat>(
+/// The rotary embedding of `x [B, S, H, R]` from position `start_pos`, or with `transpose`
+/// its transpose.
+fn rotate<F: CpuFloat>(
     x: &ArrayD<F>,
     cos: &ArrayD<F>,
     sin: &ArrayD<F>,
@@ -121,74 +159,4 @@ pub(super) fn rope<F: CpuFloat>(
         }
     }
     Ok(y)
-}
-
-/// Rows of `table [V, D]` for `tokens [..]`.
-pub(super) fn embedding_forward<F: CpuFloat>(table: &ArrayD<F>, tokens: &ArrayD<i64>) -> Result<ArrayD<F>> {
-    let table = as2(table, "embedding_forward")?;
-    let mut out = Array2::<F>::zeros((tokens.len(), table.ncols()));
-    for (mut row, &t) in out.outer_iter_mut().zip(tokens.iter()) {
-        row.assign(&table.row(checked_row(t, table.nrows(), "token id")?));
-    }
-    let mut shape = tokens.shape().to_vec();
-    shape.push(table.ncols());
-    Ok(out.into_shape_with_order(IxDyn(&shape)).expect("row-major"))
-}
-
-/// Backward of the embedding: each row of `dy` added to its token's row of a `[V, D]` zero.
-pub(super) fn embedding_backward<F: CpuFloat>(tokens: &ArrayD<i64>, dy: &ArrayD<F>, vocab: usize) -> Result<ArrayD<F>> {
-    let dy2 = rows_view(dy, "embedding_backward")?;
-    if dy2.nrows() != tokens.len() {
-        return Err(shape_err("embedding_backward", format!("dy {:?} for tokens {:?}", dy.shape(), tokens.shape())));
-    }
-    let mut grad = Array2::<F>::zeros((vocab, dy2.ncols()));
-    for (row, &t) in dy2.outer_iter().zip(tokens.iter()) {
-        let mut target = grad.row_mut(checked_row(t, vocab, "token id")?);
-        target += &row;
-    }
-    Ok(grad.into_dyn())
-}
-
-/// Mean cross-entropy over the rows of `logits [N, V]` (the next-token loss of §2.2 and
-/// eq. 24 of the MTP loss): `1/N Σ_n lse_n − logits[n, t_n]`. Returns the loss in f64 and
-/// `lse [N]`.
-pub(super) fn cross_entropy_forward<F: CpuFloat>(
-    logits: &ArrayD<F>,
-    targets: &ArrayD<i64>,
-) -> Result<(f64, ArrayD<F>)> {
-    let l = as2(logits, "cross_entropy_forward")?;
-    if targets.len() != l.nrows() || l.nrows() == 0 {
-        return Err(shape_err(
-            "cross_entropy_forward",
-            format!("logits {:?}, targets {:?}", l.shape(), targets.shape()),
-        ));
-    }
-    let mut lse = Array1::<F>::zeros(l.nrows());
-    let mut total = 0.0f64;
-    for ((row, &t), out) in l.outer_iter().zip(targets.iter()).zip(lse.iter_mut()) {
-        let max = row.iter().copied().fold(F::neg_infinity(), F::max);
-        *out = max + row.iter().map(|&v| (v - max).exp()).sum::<F>().ln();
-        total += (*out - row[checked_row(t, l.ncols(), "target")?]).as_f64();
-    }
-    Ok((total / l.nrows() as f64, lse.into_dyn()))
-}
-
-/// Backward of [`cross_entropy_forward`]: `dloss · (softmax − onehot) / N`.
-pub(super) fn cross_entropy_backward<F: CpuFloat>(
-    logits: &ArrayD<F>,
-    lse: &ArrayD<F>,
-    targets: &ArrayD<i64>,
-    dloss: F,
-) -> Result<ArrayD<F>> {
-    let l = as2(logits, "cross_entropy_backward")?;
-    if targets.len() != l.nrows() || lse.len() != l.nrows() {
-        return Err(shape_err("cross_entropy_backward", format!("logits {:?}", l.shape())));
-    }
-    let c = dloss / F::of_f64(l.nrows() as f64);
-    let mut d = l.to_owned();
-    for ((mut row, &t), &m) in d.outer_iter_mut().zip(targets.iter()).zip(lse.iter()) {
-        row.mapv_inplace(|v| (v - m).exp() * c);
-        row[checked_row(t, l.ncols(), "target")?] -= c;
-    }
-    Ok(d.into_dyn())
 }

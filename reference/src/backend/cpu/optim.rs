@@ -1,37 +1,43 @@
-//! AdamW on the CPU (moved here unchanged in meaning from `cpu.rs` when the backend was
-//! split by idea; the optimizer's owner is `train::optim`).
+//! AdamW and the squared norm on the CPU (the optimizer's owner is `train::optim`).
 
-use super::{shape_err, CpuFloat};
-use crate::backend::AdamWStep;
+use super::{shape_err, Cpu, CpuFloat};
+use crate::backend::{AdamWStep, OptimOps};
 use crate::error::Result;
 use ndarray::{ArrayD, Zip};
 
-/// One AdamW update in place, as `torch.optim.AdamW`'s single-tensor path (see
-/// [`crate::Backend::adamw_step`]); scalars are formed in f64 ([`AdamWStep::coefficients`]),
-/// then cast to `F`.
-pub(super) fn adamw_step<F: CpuFloat>(
-    param: &mut ArrayD<F>,
-    m: &mut ArrayD<F>,
-    v: &mut ArrayD<F>,
-    grad: &ArrayD<F>,
-    h: &AdamWStep,
-) -> Result<()> {
-    if param.shape() != grad.shape() || m.shape() != grad.shape() || v.shape() != grad.shape() {
-        return Err(shape_err(
-            "adamw_step",
-            format!("param {:?}, m {:?}, v {:?}, grad {:?}", param.shape(), m.shape(), v.shape(), grad.shape()),
-        ));
+impl<F: CpuFloat> OptimOps for Cpu<F> {
+    /// One AdamW update in place, as `torch.optim.AdamW`'s single-tensor path (see
+    /// [`OptimOps::adamw_step`]); scalars are formed in f64 ([`AdamWStep::coefficients`]),
+    /// then cast to `F`.
+    fn adamw_step(
+        &self,
+        param: &mut ArrayD<F>,
+        m: &mut ArrayD<F>,
+        v: &mut ArrayD<F>,
+        grad: &ArrayD<F>,
+        h: &AdamWStep,
+    ) -> Result<()> {
+        if param.shape() != grad.shape() || m.shape() != grad.shape() || v.shape() != grad.shape() {
+            return Err(shape_err(
+                "adamw_step",
+                format!("param {:?}, m {:?}, v {:?}, grad {:?}", param.shape(), m.shape(), v.shape(), grad.shape()),
+            ));
+        }
+        let c = h.coefficients();
+        let (decay, step_size, bc2_sqrt) = (F::of_f64(c.decay), F::of_f64(c.step_size), F::of_f64(c.bc2_sqrt));
+        let (w1, b2f, w2) = (F::of_f64(c.one_minus_beta1), F::of_f32(h.beta2), F::of_f64(c.one_minus_beta2));
+        let (scale, eps) = (F::of_f32(h.grad_scale), F::of_f32(h.eps));
+        Zip::from(param).and(m).and(v).and(grad).par_for_each(|p, m, v, &g| {
+            let g = g * scale;
+            *p *= decay;
+            *m += w1 * (g - *m);
+            *v = *v * b2f + w2 * g * g;
+            *p += -step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+        });
+        Ok(())
     }
-    let c = h.coefficients();
-    let (decay, step_size, bc2_sqrt) = (F::of_f64(c.decay), F::of_f64(c.step_size), F::of_f64(c.bc2_sqrt));
-    let (w1, b2f, w2) = (F::of_f64(c.one_minus_beta1), F::of_f32(h.beta2), F::of_f64(c.one_minus_beta2));
-    let (scale, eps) = (F::of_f32(h.grad_scale), F::of_f32(h.eps));
-    Zip::from(param).and(m).and(v).and(grad).par_for_each(|p, m, v, &g| {
-        let g = g * scale;
-        *p *= decay;
-        *m += w1 * (g - *m);
-        *v = *v * b2f + w2 * g * g;
-        *p += -step_size * *m / (v.sqrt() / bc2_sqrt + eps);
-    });
-    Ok(())
+    /// Sequential on purpose: a fixed summation order keeps training bit-reproducible.
+    fn sum_squares(&self, t: &ArrayD<F>) -> Result<f64> {
+        Ok(t.iter().map(|&x| x.as_f64() * x.as_f64()).sum())
+    }
 }

@@ -1,10 +1,131 @@
 //! The gate's routing decision and expert dispatch on the CPU (DeepSeek-V3 eqs. 13–16, the
 //! public code's `Gate.forward`), with the routing's backward.
 
-use super::{as2, checked_row, shape_err, CpuFloat};
-use crate::backend::{RouteSpec, ScoreFunc};
+use super::{as2, checked_row, shape_err, Cpu, CpuFloat};
+use crate::backend::{RouteSpec, Routing, RoutingOps, ScoreFunc};
 use crate::error::Result;
 use ndarray::{Array2, ArrayD};
+
+impl<F: CpuFloat> RoutingOps for Cpu<F> {
+    /// Scores (eq. 15: sigmoid, or softmax for V2), then one `gate_row` per token:
+    /// `(weights [N, K], indices [N, K], scores [N, E])`.
+    fn route(&self, logits: &ArrayD<F>, bias: Option<&ArrayD<F>>, spec: &RouteSpec) -> Result<Routing<Self>> {
+        let logits = as2(logits, "route")?;
+        let n_experts = logits.ncols();
+        if spec.n_groups == 0 || n_experts % spec.n_groups != 0 || spec.topk_groups > spec.n_groups {
+            return Err(shape_err("route", format!("{n_experts} experts in {} groups", spec.n_groups)));
+        }
+        if bias.is_some_and(|b| b.shape() != [n_experts]) {
+            return Err(shape_err("route", format!("bias for {n_experts} experts")));
+        }
+        let bias = bias.map(|b| b.as_slice().expect("standard layout"));
+        let scores = match spec.score_func {
+            ScoreFunc::Sigmoid => logits.mapv(|l| F::one() / (F::one() + (-l).exp())),
+            ScoreFunc::Softmax => {
+                let mut s = logits.to_owned();
+                for mut row in s.outer_iter_mut() {
+                    let max = row.iter().copied().fold(F::neg_infinity(), F::max);
+                    row.mapv_inplace(|l| (l - max).exp());
+                    let sum = row.sum();
+                    row.mapv_inplace(|p| p / sum);
+                }
+                s
+            }
+        };
+        let n = scores.nrows();
+        let mut weights = Array2::<F>::zeros((n, spec.top_k));
+        let mut indices = Array2::<i64>::zeros((n, spec.top_k));
+        for (i, row) in scores.outer_iter().enumerate() {
+            let (w, chosen) = gate_row(row.as_slice().expect("standard layout"), bias, spec);
+            for (j, (w, e)) in w.into_iter().zip(chosen).enumerate() {
+                weights[[i, j]] = w;
+                indices[[i, j]] = e as i64;
+            }
+        }
+        Ok(Routing { weights: weights.into_dyn(), indices: indices.into_dyn(), scores: scores.into_dyn() })
+    }
+    /// Backward of [`Self::route`] to the logits: through the unbiased scores of the chosen experts
+    /// (the choice, and so the bias, is piecewise constant: no gradient), plus `dscores`.
+    fn route_backward(
+        &self,
+        routing: &Routing<Self>,
+        dweights: &ArrayD<F>,
+        dscores: Option<&ArrayD<F>>,
+        spec: &RouteSpec,
+    ) -> Result<ArrayD<F>> {
+        let (scores, weights, indices) = (&routing.scores, &routing.weights, &routing.indices);
+        let s = as2(scores, "route_backward")?;
+        let (w, dw) = (as2(weights, "route_backward")?, as2(dweights, "route_backward")?);
+        if w.shape() != dw.shape() || indices.shape() != w.shape() || w.nrows() != s.nrows() {
+            return Err(shape_err("route_backward", format!("weights {:?}, dweights {:?}", w.shape(), dw.shape())));
+        }
+        let mut ds = match dscores {
+            Some(d) if d.shape() == s.shape() => as2(d, "route_backward")?.to_owned(),
+            Some(d) => return Err(shape_err("route_backward", format!("dscores {:?} for {:?}", d.shape(), s.shape()))),
+            None => Array2::zeros(s.raw_dim()),
+        };
+        let r = F::of_f32(spec.route_scale);
+        let idx = indices
+            .view()
+            .into_shape_with_order(w.raw_dim())
+            .map_err(|e| shape_err("route_backward", e.to_string()))?;
+        for n in 0..s.nrows() {
+            let chosen = idx
+                .row(n)
+                .iter()
+                .map(|&e| checked_row(e, s.ncols(), "expert index"))
+                .collect::<Result<Vec<usize>>>()?;
+            if spec.normalize {
+                let sum: F = chosen.iter().map(|&e| s[[n, e]]).sum();
+                let dot: F = dw.row(n).iter().zip(w.row(n)).map(|(&d, &w)| d * w / r).sum();
+                for (j, &e) in chosen.iter().enumerate() {
+                    ds[[n, e]] += r / sum * (dw[[n, j]] - dot);
+                }
+            } else {
+                for (j, &e) in chosen.iter().enumerate() {
+                    ds[[n, e]] += r * dw[[n, j]];
+                }
+            }
+        }
+        match spec.score_func {
+            ScoreFunc::Sigmoid => ds.zip_mut_with(&s, |d, &s| *d = *d * s * (F::one() - s)),
+            ScoreFunc::Softmax => {
+                for (mut drow, srow) in ds.outer_iter_mut().zip(s.outer_iter()) {
+                    let dot: F = drow.iter().zip(srow).map(|(&d, &s)| d * s).sum();
+                    drow.zip_mut_with(&srow, |d, &s| *d = s * (*d - dot));
+                }
+            }
+        }
+        Ok(ds.into_dyn())
+    }
+    /// Rows `rows [M]` of `x [N, D]`.
+    fn gather_rows(&self, x: &ArrayD<F>, rows: &ArrayD<i64>) -> Result<ArrayD<F>> {
+        let x2 = as2(x, "gather_rows")?;
+        let mut out = Array2::<F>::zeros((rows.len(), x2.ncols()));
+        for (mut dst, &r) in out.outer_iter_mut().zip(rows.iter()) {
+            let r = usize::try_from(r).ok().filter(|&r| r < x2.nrows());
+            let r = r.ok_or_else(|| shape_err("gather_rows", format!("row out of range for {:?}", x.shape())))?;
+            dst.assign(&x2.row(r));
+        }
+        Ok(out.into_dyn())
+    }
+    /// `dst` with the rows of `src` added at `rows` (the backward of [`Self::gather_rows`]).
+    fn scatter_add_rows(&self, dst: &ArrayD<F>, rows: &ArrayD<i64>, src: &ArrayD<F>) -> Result<ArrayD<F>> {
+        let mut out = as2(dst, "scatter_add_rows")?.to_owned();
+        let src = as2(src, "scatter_add_rows")?;
+        if src.nrows() != rows.len() || src.ncols() != out.ncols() {
+            return Err(shape_err("scatter_add_rows", format!("{:?} rows into {:?}", src.shape(), dst.shape())));
+        }
+        for (row, &r) in src.outer_iter().zip(rows.iter()) {
+            let r = usize::try_from(r).ok().filter(|&r| r < out.nrows());
+            let r =
+                r.ok_or_else(|| shape_err("scatter_add_rows", format!("row out of range for {:?}", dst.shape())))?;
+            let mut target = out.row_mut(r);
+            target += &row;
+        }
+        Ok(out.into_dyn())
+    }
+}
 
 /// Indices of the `k` largest values, in descending order of the IEEE total order
 /// (`f64::total_cmp` on the widened values: −NaN < −∞ < … < −0 < +0 < … < +∞ < +NaN); ties
@@ -56,126 +177,6 @@ fn gate_row<F: CpuFloat>(scores: &[F], bias: Option<&[F]>, spec: &RouteSpec) -> 
     let scale = F::of_f32(spec.route_scale);
     weights.iter_mut().for_each(|w| *w *= scale);
     (weights, chosen)
-}
-
-/// Scores (eq. 15: sigmoid, or softmax for V2), then one [`gate_row`] per token:
-/// `(weights [N, K], indices [N, K], scores [N, E])`.
-pub(super) fn route<F: CpuFloat>(
-    logits: &ArrayD<F>,
-    bias: Option<&ArrayD<F>>,
-    spec: &RouteSpec,
-) -> Result<(ArrayD<F>, ArrayD<i64>, ArrayD<F>)> {
-    let logits = as2(logits, "route")?;
-    let n_experts = logits.ncols();
-    if spec.n_groups == 0 || n_experts % spec.n_groups != 0 || spec.topk_groups > spec.n_groups {
-        return Err(shape_err("route", format!("{n_experts} experts in {} groups", spec.n_groups)));
-    }
-    if bias.is_some_and(|b| b.shape() != [n_experts]) {
-        return Err(shape_err("route", format!("bias for {n_experts} experts")));
-    }
-    let bias = bias.map(|b| b.as_slice().expect("standard layout"));
-    let scores = match spec.score_func {
-        ScoreFunc::Sigmoid => logits.mapv(|l| F::one() / (F::one() + (-l).exp())),
-        ScoreFunc::Softmax => {
-            let mut s = logits.to_owned();
-            for mut row in s.outer_iter_mut() {
-                let max = row.iter().copied().fold(F::neg_infinity(), F::max);
-                row.mapv_inplace(|l| (l - max).exp());
-                let sum = row.sum();
-                row.mapv_inplace(|p| p / sum);
-            }
-            s
-        }
-    };
-    let n = scores.nrows();
-    let mut weights = Array2::<F>::zeros((n, spec.top_k));
-    let mut indices = Array2::<i64>::zeros((n, spec.top_k));
-    for (i, row) in scores.outer_iter().enumerate() {
-        let (w, chosen) = gate_row(row.as_slice().expect("standard layout"), bias, spec);
-        for (j, (w, e)) in w.into_iter().zip(chosen).enumerate() {
-            weights[[i, j]] = w;
-            indices[[i, j]] = e as i64;
-        }
-    }
-    Ok((weights.into_dyn(), indices.into_dyn(), scores.into_dyn()))
-}
-
-/// Backward of [`route`] to the logits: through the unbiased scores of the chosen experts
-/// (the choice, and so the bias, is piecewise constant: no gradient), plus `dscores`.
-pub(super) fn route_backward<F: CpuFloat>(
-    scores: &ArrayD<F>,
-    weights: &ArrayD<F>,
-    indices: &ArrayD<i64>,
-    dweights: &ArrayD<F>,
-    dscores: Option<&ArrayD<F>>,
-    spec: &RouteSpec,
-) -> Result<ArrayD<F>> {
-    let s = as2(scores, "route_backward")?;
-    let (w, dw) = (as2(weights, "route_backward")?, as2(dweights, "route_backward")?);
-    if w.shape() != dw.shape() || indices.shape() != w.shape() || w.nrows() != s.nrows() {
-        return Err(shape_err("route_backward", format!("weights {:?}, dweights {:?}", w.shape(), dw.shape())));
-    }
-    let mut ds = match dscores {
-        Some(d) if d.shape() == s.shape() => as2(d, "route_backward")?.to_owned(),
-        Some(d) => return Err(shape_err("route_backward", format!("dscores {:?} for {:?}", d.shape(), s.shape()))),
-        None => Array2::zeros(s.raw_dim()),
-    };
-    let r = F::of_f32(spec.route_scale);
-    let idx =
-        indices.view().into_shape_with_order(w.raw_dim()).map_err(|e| shape_err("route_backward", e.to_string()))?;
-    for n in 0..s.nrows() {
-        let chosen =
-            idx.row(n).iter().map(|&e| checked_row(e, s.ncols(), "expert index")).collect::<Result<Vec<usize>>>()?;
-        if spec.normalize {
-            let sum: F = chosen.iter().map(|&e| s[[n, e]]).sum();
-            let dot: F = dw.row(n).iter().zip(w.row(n)).map(|(&d, &w)| d * w / r).sum();
-            for (j, &e) in chosen.iter().enumerate() {
-                ds[[n, e]] += r / sum * (dw[[n, j]] - dot);
-            }
-        } else {
-            for (j, &e) in chosen.iter().enumerate() {
-                ds[[n, e]] += r * dw[[n, j]];
-            }
-        }
-    }
-    match spec.score_func {
-        ScoreFunc::Sigmoid => ds.zip_mut_with(&s, |d, &s| *d = *d * s * (F::one() - s)),
-        ScoreFunc::Softmax => {
-            for (mut drow, srow) in ds.outer_iter_mut().zip(s.outer_iter()) {
-                let dot: F = drow.iter().zip(srow).map(|(&d, &s)| d * s).sum();
-                drow.zip_mut_with(&srow, |d, &s| *d = s * (*d - dot));
-            }
-        }
-    }
-    Ok(ds.into_dyn())
-}
-
-/// Rows `rows [M]` of `x [N, D]`.
-pub(super) fn gather_rows<F: CpuFloat>(x: &ArrayD<F>, rows: &ArrayD<i64>) -> Result<ArrayD<F>> {
-    let x2 = as2(x, "gather_rows")?;
-    let mut out = Array2::<F>::zeros((rows.len(), x2.ncols()));
-    for (mut dst, &r) in out.outer_iter_mut().zip(rows.iter()) {
-        let r = usize::try_from(r).ok().filter(|&r| r < x2.nrows());
-        let r = r.ok_or_else(|| shape_err("gather_rows", format!("row out of range for {:?}", x.shape())))?;
-        dst.assign(&x2.row(r));
-    }
-    Ok(out.into_dyn())
-}
-
-/// `dst` with the rows of `src` added at `rows` (the backward of [`gather_rows`]).
-pub(super) fn scatter_add_rows<F: CpuFloat>(dst: &ArrayD<F>, rows: &ArrayD<i64>, src: &ArrayD<F>) -> Result<ArrayD<F>> {
-    let mut out = as2(dst, "scatter_add_rows")?.to_owned();
-    let src = as2(src, "scatter_add_rows")?;
-    if src.nrows() != rows.len() || src.ncols() != out.ncols() {
-        return Err(shape_err("scatter_add_rows", format!("{:?} rows into {:?}", src.shape(), dst.shape())));
-    }
-    for (row, &r) in src.outer_iter().zip(rows.iter()) {
-        let r = usize::try_from(r).ok().filter(|&r| r < out.nrows());
-        let r = r.ok_or_else(|| shape_err("scatter_add_rows", format!("row out of range for {:?}", dst.shape())))?;
-        let mut target = out.row_mut(r);
-        target += &row;
-    }
-    Ok(out.into_dyn())
 }
 
 #[cfg(test)]

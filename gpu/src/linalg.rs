@@ -1,4 +1,4 @@
-//! `linear` and `matmul` through cuBLAS SGEMM in full f32 (no TF32; see `device.rs`).
+//! [`LinalgOps`]: `linear` and `matmul` through cuBLAS SGEMM in full f32 (no TF32; see `device.rs`).
 //!
 //! cuBLAS is column-major; our tensors are row-major. A row-major `[r, c]` buffer read as
 //! column-major is its transpose `[c, r]`, so a row-major product `C = A·B` is computed as
@@ -8,19 +8,20 @@
 use crate::device::{err, CudaBackend, CudaTensor};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
+use v3lab_reference::backend::{LinalgOps, MemoryOps};
 use v3lab_reference::{Error, Result};
 
 fn dim(x: usize, op: &'static str) -> Result<i32> {
     i32::try_from(x).map_err(|_| Error::shape(op, format!("dimension {x} exceeds cuBLAS's 32-bit sizes")))
 }
 
-impl CudaBackend {
+impl LinalgOps for CudaBackend {
     /// `x [.., K] · wᵀ` for `w [M, K]` → `[.., M]`.
     ///
     /// Row-major `y [N, M] = x [N, K] · w [M, K]ᵀ` is column-major `yᵀ [M, N] = w · xᵀ`:
     /// cuBLAS A = w's buffer (column-major `[K, M]`, transposed: op T, lda K),
     /// B = x's buffer (column-major `[K, N]`: op N, ldb K), C ldc M.
-    pub(crate) fn linear_f32(&self, x: &CudaTensor, w: &CudaTensor) -> Result<CudaTensor> {
+    fn linear(&self, x: &CudaTensor, w: &CudaTensor) -> Result<CudaTensor> {
         let (&[m, k], Some(&kx)) = (w.shape.as_slice(), x.shape.last()) else {
             return Err(Error::shape("linear", format!("x {:?} · wᵀ with w {:?}", x.shape, w.shape)));
         };
@@ -31,7 +32,7 @@ impl CudaBackend {
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("rank ≥ 1") = m;
         if n == 0 || m == 0 || k == 0 {
-            return self.zeros_f32(&shape);
+            return self.zeros(&shape);
         }
         let cfg = GemmConfig {
             transa: CUBLAS_OP_T,
@@ -56,13 +57,7 @@ impl CudaBackend {
     /// Column-major `Cᵀ [N, M] = op(b)ᵀ · op(a)ᵀ`: cuBLAS A = b's buffer, op N when b is
     /// not transposed (column-major it is `[N, K]` = bᵀ, ld N) and T when it is (buffer
     /// `[N, K]` row-major, column-major `[K, N]`, ld K); likewise B = a's buffer.
-    pub(crate) fn matmul_f32(
-        &self,
-        a: &CudaTensor,
-        b: &CudaTensor,
-        trans_a: bool,
-        trans_b: bool,
-    ) -> Result<CudaTensor> {
+    fn matmul(&self, a: &CudaTensor, b: &CudaTensor, trans_a: bool, trans_b: bool) -> Result<CudaTensor> {
         let bad = || Error::shape("matmul", format!("{:?} · {:?} (trans {trans_a}, {trans_b})", a.shape, b.shape));
         let (&[ba, a0, a1], &[bb, b0, b1]) = (a.shape.as_slice(), b.shape.as_slice()) else { return Err(bad()) };
         let (m, k) = if trans_a { (a1, a0) } else { (a0, a1) };
@@ -71,7 +66,7 @@ impl CudaBackend {
             return Err(bad());
         }
         if ba == 0 || m == 0 || n == 0 || k == 0 {
-            return self.zeros_f32(&[ba, m, n]);
+            return self.zeros(&[ba, m, n]);
         }
         let op = |t: bool| if t { CUBLAS_OP_T } else { CUBLAS_OP_N };
         let cfg = StridedBatchedConfig {
