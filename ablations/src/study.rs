@@ -30,6 +30,15 @@ enum Engine {
     Cuda(Box<v3lab_gpu::CudaBackend>),
 }
 
+/// What every run of a study shares: the preset, the data, the steps and the progress bar.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    spec: &'a PresetSpec,
+    data: &'a Tokenized,
+    steps: usize,
+    progress: &'a ProgressBar,
+}
+
 impl Engine {
     fn open(choice: BackendChoice) -> Result<Self> {
         Ok(match choice {
@@ -38,15 +47,9 @@ impl Engine {
         })
     }
 
-    fn train(
-        &self,
-        spec: &PresetSpec,
-        data: &Tokenized,
-        variant: &Variant,
-        seed: u64,
-        steps: usize,
-        progress: &ProgressBar,
-    ) -> Result<RunResult> {
+    /// Trains `variant` from the weights of `seed` on this engine's backend.
+    fn train(&self, job: &Job<'_>, variant: &Variant, seed: u64) -> Result<RunResult> {
+        let Job { spec, data, steps, progress } = *job;
         match self {
             Engine::Cpu(b) => train_and_evaluate(b, spec, data, variant, seed, steps, progress),
             Engine::Cuda(b) => train_and_evaluate(b.as_ref(), spec, data, variant, seed, steps, progress),
@@ -95,7 +98,7 @@ pub struct Args {
     /// Train every run exactly this many steps, instead of the preset's budget.
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Where the report goes (default: ablation-out/<study>).
+    /// Where the report goes (default: `ablation-out/<study>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// A user corpus instead of the default one: a folder with one subfolder per domain
@@ -153,7 +156,7 @@ fn steps_for(engine: &Engine, spec: &PresetSpec, study: &Study, data: &Tokenized
     let probe_spec = PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() };
     let time = |steps: usize| -> Result<f64> {
         let started = std::time::Instant::now();
-        engine.train(&probe_spec, data, probe, 0, steps, &hidden)?;
+        engine.train(&Job { spec: &probe_spec, data, steps, progress: &hidden }, probe, 0)?;
         Ok(started.elapsed().as_secs_f64())
     };
     let (short, long) = (3, 11);
@@ -232,7 +235,8 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps, eta {eta} {msg}")
             .expect("template"),
     );
-    let mut train = |v: &Variant, seed| engine.train(&spec, &data, v, seed, steps, &bar);
+    let job = Job { spec: &spec, data: &data, steps, progress: &bar };
+    let mut train = |v: &Variant, seed| engine.train(&job, v, seed);
     let mut variants = study.variants.clone();
     let mut results = Vec::new();
     let calibration = match matching {
