@@ -180,15 +180,7 @@ fn adamw(c: &mut Criterion) {
     let shape = [cfg.inter_dim, cfg.dim];
     let (mut p, grad) = (rand(&mut rng, &shape), rand(&mut rng, &shape));
     let (mut m, mut v) = (ArrayD::zeros(IxDyn(&shape)), ArrayD::zeros(IxDyn(&shape)));
-    let mut h = AdamWStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        step: 0,
-        grad_scale: 1.0,
-    };
+    let mut h = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 0, grad_scale: 1.0 };
     let mut group = c.benchmark_group("adamw");
     group.throughput(elements(&shape));
     group.bench_function(BenchmarkId::new("step", format!("{shape:?}")), |bench| {
@@ -202,7 +194,10 @@ fn adamw(c: &mut Criterion) {
 }
 
 fn quick() -> Criterion {
-    Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3))
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
 }
 
 criterion_group! {
