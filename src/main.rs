@@ -28,6 +28,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    v3lab::backend::tune_allocator();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Logits(args) => cmd::logits::run(args),

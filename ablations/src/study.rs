@@ -168,6 +168,7 @@ fn steps_for(engine: &Engine, spec: &PresetSpec, study: &Study, data: &Tokenized
 }
 
 pub fn main(study: Study) -> std::process::ExitCode {
+    v3lab_reference::backend::tune_allocator();
     let args = Args::parse();
     match run(&study, &args) {
         Ok(out) => {

@@ -59,9 +59,10 @@ pub fn all_ops() -> Vec<&'static str> {
     v3lab_reference::for_each_backend_family!([names]).concat()
 }
 
-/// The operations [`Faulty`] never perturbs (their results are names and shapes, which every
-/// check reads to go on at all): all others must each be caught by some check.
-pub const UNPERTURBED_OPS: &[&str] = &["name", "shape", "indices_shape"];
+/// The operations [`Faulty`] never perturbs (their results are names, shapes and a scheduling
+/// hint, which every check reads to go on at all): all others must each be caught by some
+/// check.
+pub const UNPERTURBED_OPS: &[&str] = &["name", "host_threads", "shape", "indices_shape"];
 
 /// Which outputs of the faulty op go wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +234,8 @@ impl Outcome<ArrayD<i64>> for ArrayD<i64> {
     }
 }
 
-/// Results no check can be wrong about in a way worth injecting: names, shapes, `()`.
+/// Results no check can be wrong about in a way worth injecting: names, shapes, thread
+/// counts, `()`.
 macro_rules! outcome_as_is {
     ($($ty:ty),*) => {$(
         impl Outcome<$ty> for $ty {
@@ -244,7 +246,7 @@ macro_rules! outcome_as_is {
     )*};
 }
 
-outcome_as_is!(&'static str, Vec<usize>, ());
+outcome_as_is!(&'static str, Vec<usize>, usize, ());
 
 impl<A: Outcome<A>, B: Outcome<B>> Outcome<(A, B)> for (A, B) {
     fn outcome(self, which: Which) -> (A, B) {

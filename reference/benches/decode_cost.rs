@@ -37,6 +37,7 @@ fn median(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    v3lab_reference::backend::tune_allocator();
     let b = CpuBackend;
     let (cfg, params, source) = match std::env::var_os("V3LAB_BENCH_CHECKPOINT") {
         Some(dir) => {

@@ -193,8 +193,11 @@ fn adamw(c: &mut Criterion) {
     group.finish();
 }
 
+/// Short runs; no plots (criterion's plots need system fonts, which a bare machine lacks).
 fn quick() -> Criterion {
+    v3lab_reference::backend::tune_allocator();
     Criterion::default()
+        .without_plots()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))

@@ -70,5 +70,10 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(steps, train_step, decode);
+criterion_group! {
+    name = steps;
+    // No plots: criterion's need system fonts, which a bare machine lacks.
+    config = { v3lab_reference::backend::tune_allocator(); Criterion::default().without_plots() };
+    targets = train_step, decode
+}
 criterion_main!(steps);

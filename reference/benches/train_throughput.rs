@@ -56,6 +56,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    v3lab_reference::backend::tune_allocator();
     let dir = std::env::var_os("V3LAB_BENCH_CONFIG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ablation-small"));

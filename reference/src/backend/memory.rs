@@ -15,6 +15,12 @@ family! {
         type Indices: Clone + Send + Sync + Debug;
 
         fn name(&self) -> &'static str;
+        /// How many independent operations the host may usefully issue at once: the model
+        /// runs its experts side by side when this exceeds 1. Default 1 (a device with one
+        /// stream); the CPU: rayon's threads.
+        fn host_threads(&self) -> usize {
+            1
+        }
         fn upload(&self, host: ArrayViewD<'_, f32>) -> Result<Self::Tensor>;
         fn download(&self, t: &Self::Tensor) -> Result<ArrayD<f32>>;
         fn upload_indices(&self, host: ArrayViewD<'_, i64>) -> Result<Self::Indices>;

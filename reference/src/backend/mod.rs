@@ -48,7 +48,7 @@ mod optim;
 mod routing;
 
 pub use attention::AttentionOps;
-pub use cpu::{Cpu, CpuBackend, CpuBackendF64, CpuFloat};
+pub use cpu::{tune_allocator, Cpu, CpuBackend, CpuBackendF64, CpuFloat};
 pub use elementwise::ElementwiseOps;
 pub use layout::LayoutOps;
 pub use linalg::LinalgOps;

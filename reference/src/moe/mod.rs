@@ -23,6 +23,7 @@ use crate::backend::{Backend, Dispatch, MemoryOps, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::{MlpParams, MoeParams};
+use rayon::prelude::*;
 use train::{MlpSaved, MoeSaved};
 
 /// What [`mlp_forward`] returns: the output and, with `save`, what the backward needs.
@@ -71,6 +72,22 @@ pub(crate) fn sum_per_token<B: Backend>(
     b.reshape(&b.sum_axis(&per_pair, 1)?, &[n, d])
 }
 
+/// `f(e)` for each of `n` experts, in expert order. Where the backend issues host work on
+/// several threads (the CPU), experts run side by side: each one's products are small
+/// (about N·K/E rows), too small to keep every thread busy alone. Each expert is computed
+/// by itself either way, so the results are the same bits.
+pub(crate) fn per_expert<B: Backend, T: Send>(
+    b: &B,
+    n: usize,
+    f: impl Fn(usize) -> Result<T> + Sync + Send,
+) -> Result<Vec<T>> {
+    if b.host_threads() > 1 {
+        (0..n).into_par_iter().map(f).collect()
+    } else {
+        (0..n).map(f).collect()
+    }
+}
+
 /// MoE block (eq. 12) on `x [.., D]`: `Σ_shared FFN(u) + Σ_routed g_i FFN_i(u)`, the routing
 /// it chose, and with `save` what [`train::moe_backward`] needs.
 pub fn moe_forward<B: Backend>(
@@ -92,16 +109,16 @@ pub fn moe_forward<B: Backend>(
     let rows = b.gather_rows(&x, &dispatch.token_rows)?;
     let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
     let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
-    let (mut outputs, mut experts) = (Vec::new(), Vec::new());
-    for (e, expert) in p.experts.iter().enumerate() {
+    let ran = per_expert(b, p.experts.len(), |e| {
         let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
-        experts.push(if end > start {
-            let (y, saved) = mlp_forward(b, expert, &b.narrow(&rows, 0, start, end - start)?, save)?;
-            outputs.push(y);
-            saved
-        } else {
-            None
-        });
+        let expert_rows = (end > start).then(|| b.narrow(&rows, 0, start, end - start)).transpose()?;
+        expert_rows.map(|x| mlp_forward(b, &p.experts[e], &x, save)).transpose()
+    })?;
+    let (mut outputs, mut experts) = (Vec::new(), Vec::new());
+    for ran in ran {
+        let (y, saved) = ran.map_or((None, None), |(y, saved)| (Some(y), saved));
+        outputs.extend(y);
+        experts.push(saved);
     }
     let expert_out = if outputs.is_empty() { None } else { Some(b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?) };
     let mut y = match &expert_out {

@@ -77,17 +77,18 @@ pub fn moe_backward<B: Backend>(
         let d_row_weights = b.sum_axis(&b.mul(&d_routed, out)?, 1)?;
         d_weights = b.scatter_add_rows(&d_weights, &s.dispatch.slots, &d_row_weights)?;
         let d_out = b.mul(&d_routed, &s.row_weights)?;
-        let mut d_rows = Vec::new();
-        for (e, (expert, saved)) in p.experts.iter().zip(&s.experts).enumerate() {
+        let ran = super::per_expert(b, p.experts.len(), |e| {
             let (start, end) = (s.dispatch.offsets[e], s.dispatch.offsets[e + 1]);
-            match saved {
-                Some(saved) => {
-                    let (d_r, d_expert) = mlp_backward(b, expert, &b.narrow(&d_out, 0, start, end - start)?, saved)?;
-                    d_rows.push(d_r);
-                    d_experts.push(d_expert);
-                }
-                None => d_experts.push(zeros_like_mlp(b, expert)?),
+            match &s.experts[e] {
+                Some(saved) => mlp_backward(b, &p.experts[e], &b.narrow(&d_out, 0, start, end - start)?, saved)
+                    .map(|(d_r, d_expert)| (Some(d_r), d_expert)),
+                None => Ok((None, zeros_like_mlp(b, &p.experts[e])?)),
             }
+        })?;
+        let mut d_rows = Vec::new();
+        for (d_r, d_expert) in ran {
+            d_rows.extend(d_r);
+            d_experts.push(d_expert);
         }
         let d_rows = b.concat(&d_rows.iter().collect::<Vec<_>>(), 0)?;
         d_x = super::sum_per_token(b, &d_rows, &s.dispatch, n, k)?;

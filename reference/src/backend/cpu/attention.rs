@@ -90,15 +90,15 @@ impl<F: CpuFloat> AttentionOps for Cpu<F> {
                 let oh = out.slice(s![b, .., h, ..]);
                 let doh = dout.slice(s![b, .., h, ..]);
                 // P from the saved statistics; masked entries are exactly zero.
-                let mut p = qh.dot(&kh.t()) * scale;
+                let mut p = product(qh, kh.t()) * scale;
                 for (i, mut row) in p.outer_iter_mut().enumerate() {
                     let visible = q_offset + i + 1;
                     let m = lse[[b, h, i]];
                     row.slice_mut(s![..visible]).mapv_inplace(|x| (x - m).exp());
                     row.slice_mut(s![visible..]).fill(F::zero());
                 }
-                let dv = p.t().dot(&doh);
-                let dp = doh.dot(&vh.t());
+                let dv = product(p.t(), doh);
+                let dp = product(doh, vh.t());
                 // dS = P ⊙ (dP − D), D_i = ⟨dout_i, out_i⟩ = Σ_j P_ij dP_ij.
                 let mut ds = p;
                 for (i, mut row) in ds.outer_iter_mut().enumerate() {
@@ -107,7 +107,7 @@ impl<F: CpuFloat> AttentionOps for Cpu<F> {
                         *x = *x * (g - d) * scale;
                     }
                 }
-                (ds.dot(&kh), ds.t().dot(&qh), dv)
+                (product(ds.view(), kh), product(ds.t(), qh), dv)
             })
             .collect();
         let mut dq = ArrayD::<F>::zeros(q.raw_dim());

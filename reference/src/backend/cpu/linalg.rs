@@ -1,8 +1,8 @@
-//! Matrix products on the CPU: ndarray's `dot` (matrixmultiply, threaded), or, with few
+//! Matrix products on the CPU: the gemm crate (packed, threaded), or, with few
 //! rows (decoding), row by row without packing (`product.rs`); the batched product runs its
 //! independent products on rayon when they are large enough to pay for it.
 
-use super::{as2, product, rows_view, shape_err, standard, Cpu, CpuFloat};
+use super::{as2, product, rows_view, shape_err, Cpu, CpuFloat};
 use crate::backend::LinalgOps;
 use crate::error::Result;
 use ndarray::{Array3, ArrayD, ArrayView2, Axis, Ix3, IxDyn};
@@ -31,8 +31,8 @@ impl<F: CpuFloat> LinalgOps for Cpu<F> {
                 format!("x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape()),
             ));
         }
-        let dx = standard(dy2.dot(&w2).into_dyn()).into_shape_with_order(x.raw_dim()).expect("row-major product");
-        Ok((dx, standard(dy2.t().dot(&x2).into_dyn())))
+        let dx = product::product(dy2, w2).into_dyn().into_shape_with_order(x.raw_dim()).expect("row-major product");
+        Ok((dx, product::product(dy2.t(), x2).into_dyn()))
     }
     fn matmul(&self, a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, trans_b: bool) -> Result<ArrayD<F>> {
         let err = || shape_err("matmul", format!("{:?} · {:?} (trans {trans_a}, {trans_b})", a.shape(), b.shape()));

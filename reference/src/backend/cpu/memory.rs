@@ -17,6 +17,9 @@ impl<F: CpuFloat> MemoryOps for Cpu<F> {
             "cpu"
         }
     }
+    fn host_threads(&self) -> usize {
+        rayon::current_num_threads()
+    }
     fn upload(&self, host: ArrayViewD<'_, f32>) -> Result<ArrayD<F>> {
         Ok(host.mapv(F::of_f32))
     }
