@@ -17,14 +17,7 @@ rounds=${1:-3}
 steps=${2:-4}
 threads=2
 config=configs/compare-cpu
-python=${V3LAB_BENCH_PYTHON:-}
-if [[ -z "$python" ]]; then
-    if [[ ! -x target/bench-venv/bin/python ]]; then
-        python3 -m venv target/bench-venv
-        target/bench-venv/bin/pip install -q torch transformers safetensors
-    fi
-    python=target/bench-venv/bin/python
-fi
+source benches/bench-python.sh
 bench=$(cargo bench --no-run -p v3lab-reference --bench train_throughput --message-format=json 2>/dev/null |
     "$python" -c 'import json, sys
 for line in sys.stdin:

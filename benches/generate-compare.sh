@@ -16,14 +16,7 @@ ckpt=${1:?usage: benches/generate-compare.sh CHECKPOINT [NEW_TOKENS] [REPEATS]}
 new=${2:-128}
 repeats=${3:-3}
 threads=2
-python=${V3LAB_BENCH_PYTHON:-}
-if [[ -z "$python" ]]; then
-    if [[ ! -x target/bench-venv/bin/python ]]; then
-        python3 -m venv target/bench-venv
-        target/bench-venv/bin/pip install -q torch transformers safetensors
-    fi
-    python=target/bench-venv/bin/python
-fi
+source benches/bench-python.sh
 cargo build --release -q --bin v3lab
 prompts=("The quick brown fox jumps over" "fn main() {" "## Installation")
 out=$(mktemp -d)
