@@ -111,14 +111,20 @@ pub fn moe_forward<B: Backend>(
     let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
     let ran = per_expert(b, p.experts.len(), |e| {
         let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
-        let expert_rows = (end > start).then(|| b.narrow(&rows, 0, start, end - start)).transpose()?;
-        expert_rows.map(|x| mlp_forward(b, &p.experts[e], &x, save)).transpose()
+        if end == start {
+            return Ok(None); // no token chose this expert
+        }
+        mlp_forward(b, &p.experts[e], &b.narrow(&rows, 0, start, end - start)?, save).map(Some)
     })?;
     let (mut outputs, mut experts) = (Vec::new(), Vec::new());
     for ran in ran {
-        let (y, saved) = ran.map_or((None, None), |(y, saved)| (Some(y), saved));
-        outputs.extend(y);
-        experts.push(saved);
+        match ran {
+            Some((y, saved)) => {
+                outputs.push(y);
+                experts.push(saved);
+            }
+            None => experts.push(None),
+        }
     }
     let expert_out = if outputs.is_empty() { None } else { Some(b.concat(&outputs.iter().collect::<Vec<_>>(), 0)?) };
     let mut y = match &expert_out {
