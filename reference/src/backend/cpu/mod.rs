@@ -1,8 +1,11 @@
 //! The CPU backend: the executable specification. Plain floating point over `ndarray`, no
-//! `unsafe` but the one call into the gemm crate (and [`tune_allocator`]'s into glibc). Matrix products go through the gemm crate
-//! (packed, threaded), or, with few rows (decoding), row by row without packing
-//! (`product.rs`); loops over
-//! independent (batch, head) pairs use rayon. Nothing else is clever.
+//! `unsafe` but the calls into the gemm crate (`product.rs`: it writes a product's fresh,
+//! unzeroed result) and [`tune_allocator`]'s into glibc. Matrix products go through the gemm
+//! crate (packed, threaded, AVX-512 where the CPU has it), or, with few rows (decoding), row
+//! by row without packing. Loops over independent (batch, head) pairs use rayon, and so does
+//! element-wise and row-wise work on large tensors ([`PARALLEL_ELEMENTS`], the `zip!` macro):
+//! each element or row is computed by one thread in the same order either way, so the split
+//! never changes a bit. Nothing else is clever.
 //!
 //! It is generic over its float, [`Cpu<F>`]: [`CpuBackend`] (`Cpu<f32>`) is the reference;
 //! [`CpuBackendF64`] runs the very same code in f64 so that every backward can be checked
@@ -93,6 +96,40 @@ pub type CpuBackendF64 = Cpu<f64>;
 /// The value of [`CpuBackendF64`](type@CpuBackendF64).
 #[allow(non_upper_case_globals)]
 pub const CpuBackendF64: CpuBackendF64 = Cpu(PhantomData);
+
+/// Element-wise or row-wise work on at least this many values is split across rayon's
+/// threads; below it (a decoding step's tensors), handing it out costs more than it saves.
+pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+/// Whether work over `len` values is worth splitting across threads.
+pub(crate) fn parallel(len: usize) -> bool {
+    len >= PARALLEL_ELEMENTS && rayon::current_num_threads() > 1
+}
+
+/// `zip!(len, zip.map_collect(f))` or `zip!(len, zip.for_each(f))` on an ndarray `Zip`:
+/// run by its parallel twin (`par_map_collect`, `par_for_each`) where [`parallel`]`(len)`.
+/// Each element's result is the same either way.
+macro_rules! zip {
+    ($len:expr, $zip:expr, map_collect($f:expr)) => {{
+        let len = $len;
+        let (zip, f) = ($zip, $f);
+        if $crate::backend::cpu::parallel(len) {
+            zip.par_map_collect(f)
+        } else {
+            zip.map_collect(f)
+        }
+    }};
+    ($len:expr, $zip:expr, for_each($f:expr)) => {{
+        let len = $len;
+        let (zip, f) = ($zip, $f);
+        if $crate::backend::cpu::parallel(len) {
+            zip.par_for_each(f)
+        } else {
+            zip.for_each(f)
+        }
+    }};
+}
+pub(crate) use zip;
 
 pub(crate) fn shape_err(op: &'static str, msg: impl Into<String>) -> Error {
     Error::shape(op, msg)

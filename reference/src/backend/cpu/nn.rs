@@ -1,7 +1,7 @@
 //! RMSNorm, SwiGLU, rotary embedding and embedding on the CPU: each forward with its
 //! backward right below it.
 
-use super::{as2, checked_row, rows_view, shape_err, Cpu, CpuFloat};
+use super::{as2, checked_row, rows_view, shape_err, zip, Cpu, CpuFloat};
 use crate::backend::NnOps;
 use crate::error::Result;
 use ndarray::{Array1, Array2, ArrayD, IxDyn, Zip};
@@ -20,17 +20,21 @@ impl<F: CpuFloat> NnOps for Cpu<F> {
             return Err(shape_err("rms_norm_forward", format!("x {:?} with weight {:?}", x.shape(), w.shape())));
         }
         let n = F::of_f64(x2.ncols() as f64);
-        let rstd: Vec<F> =
-            x2.outer_iter().map(|row| F::one() / (row.iter().map(|&v| v * v).sum::<F>() / n + eps).sqrt()).collect();
         let gain = w.view().into_dimensionality::<ndarray::Ix1>().expect("checked rank 1");
         let mut y = x2.to_owned();
-        for (mut row, &r) in y.outer_iter_mut().zip(&rstd) {
-            Zip::from(&mut row).and(&gain).for_each(|v, &g| *v = *v * r * g);
-        }
+        let mut rstd = Array1::<F>::zeros(x2.nrows());
+        zip!(
+            y.len(),
+            Zip::from(y.rows_mut()).and(&mut rstd),
+            for_each(|mut row: ndarray::ArrayViewMut1<'_, F>, r: &mut F| {
+                *r = F::one() / (row.iter().map(|&v| v * v).sum::<F>() / n + eps).sqrt();
+                Zip::from(&mut row).and(&gain).for_each(|v, &g| *v = *v * *r * g);
+            })
+        );
         let rows_shape = &x.shape()[..x.ndim() - 1];
         Ok((
             y.into_shape_with_order(x.raw_dim()).expect("row-major"),
-            ArrayD::from_shape_vec(IxDyn(rows_shape), rstd).expect("one rstd per row"),
+            rstd.into_shape_with_order(IxDyn(rows_shape)).expect("one rstd per row"),
         ))
     }
     /// Backward of [`Self::rms_norm_forward`]: `dx = rstd·g − x·rstd³·⟨g, x⟩/n` with `g = dy ⊙ w`,
@@ -51,14 +55,30 @@ impl<F: CpuFloat> NnOps for Cpu<F> {
         let (x2, dy2) = (rows_view(x, "rms_norm_backward")?, rows_view(dy, "rms_norm_backward")?);
         let gain = w.view().into_dimensionality::<ndarray::Ix1>().map_err(|_| shape_err("rms_norm_backward", "w"))?;
         let n = F::of_f64(x2.ncols() as f64);
+        let rstd =
+            rstd.view().into_shape_with_order(x2.nrows()).map_err(|e| shape_err("rms_norm_backward", e.to_string()))?;
         let mut dx = Array2::<F>::zeros(x2.raw_dim());
+        zip!(
+            dx.len(),
+            Zip::from(dx.rows_mut()).and(x2.rows()).and(dy2.rows()).and(&rstd),
+            for_each(
+                |mut dxr: ndarray::ArrayViewMut1<'_, F>,
+                 xr: ndarray::ArrayView1<'_, F>,
+                 dyr: ndarray::ArrayView1<'_, F>,
+                 &r| {
+                    let dot: F = Zip::from(&xr).and(&dyr).and(&gain).fold(F::zero(), |acc, &x, &d, &g| acc + d * g * x);
+                    let c = r * r * r * dot / n;
+                    Zip::from(&mut dxr)
+                        .and(&xr)
+                        .and(&dyr)
+                        .and(&gain)
+                        .for_each(|o: &mut F, &x, &d, &g| *o = r * d * g - x * c);
+                }
+            )
+        );
+        // dw sums over rows: one thread, in row order, so the result does not depend on a split.
         let mut dw = Array1::<F>::zeros(gain.len());
-        for (((xr, dyr), mut dxr), &r) in
-            x2.outer_iter().zip(dy2.outer_iter()).zip(dx.outer_iter_mut()).zip(rstd.iter())
-        {
-            let dot: F = Zip::from(&xr).and(&dyr).and(&gain).fold(F::zero(), |acc, &x, &d, &g| acc + d * g * x);
-            let c = r * r * r * dot / n;
-            Zip::from(&mut dxr).and(&xr).and(&dyr).and(&gain).for_each(|o, &x, &d, &g| *o = r * d * g - x * c);
+        for ((xr, dyr), &r) in x2.outer_iter().zip(dy2.outer_iter()).zip(rstd.iter()) {
             Zip::from(&mut dw).and(&xr).and(&dyr).for_each(|o, &x, &d| *o += d * x * r);
         }
         Ok((dx.into_shape_with_order(x.raw_dim()).expect("row-major"), dw.into_dyn()))
@@ -68,7 +88,7 @@ impl<F: CpuFloat> NnOps for Cpu<F> {
         if gate.shape() != up.shape() {
             return Err(shape_err("swiglu_forward", format!("{:?} vs {:?}", gate.shape(), up.shape())));
         }
-        Ok(Zip::from(gate).and(up).map_collect(|&g, &u| g / (F::one() + (-g).exp()) * u))
+        Ok(zip!(gate.len(), Zip::from(gate).and(up), map_collect(|&g, &u| g * sigmoid(g) * u)))
     }
     /// Backward of SwiGLU: `silu'(g) = σ(g)(1 + g(1 − σ(g)))`.
     fn swiglu_backward(&self, gate: &ArrayD<F>, up: &ArrayD<F>, dy: &ArrayD<F>) -> Result<(ArrayD<F>, ArrayD<F>)> {
@@ -78,11 +98,17 @@ impl<F: CpuFloat> NnOps for Cpu<F> {
                 format!("{:?}, {:?}, {:?}", gate.shape(), up.shape(), dy.shape()),
             ));
         }
-        let dgate = Zip::from(gate).and(up).and(dy).map_collect(|&g, &u, &d| {
-            let s = sigmoid(g);
-            d * u * s * (F::one() + g * (F::one() - s))
-        });
-        let dup = Zip::from(gate).and(dy).map_collect(|&g, &d| d * g * sigmoid(g));
+        // One pass, one sigmoid per element for both gradients.
+        let (mut dgate, mut dup) = (ArrayD::zeros(gate.raw_dim()), ArrayD::zeros(gate.raw_dim()));
+        zip!(
+            gate.len(),
+            Zip::from(&mut dgate).and(&mut dup).and(gate).and(up).and(dy),
+            for_each(|dg: &mut F, du: &mut F, &g, &u, &d| {
+                let s = sigmoid(g);
+                *dg = d * u * s * (F::one() + g * (F::one() - s));
+                *du = d * g * s;
+            })
+        );
         Ok((dgate, dup))
     }
     /// Rotary embedding on interleaved pairs (RoFormer; DeepSeek-V3 eqs. 3 and 8, the public

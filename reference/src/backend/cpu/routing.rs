@@ -1,10 +1,10 @@
 //! The gate's routing decision and expert dispatch on the CPU (DeepSeek-V3 eqs. 13–16, the
 //! public code's `Gate.forward`), with the routing's backward.
 
-use super::{as2, checked_row, shape_err, Cpu, CpuFloat};
+use super::{as2, checked_row, shape_err, zip, Cpu, CpuFloat};
 use crate::backend::{RouteSpec, Routing, RoutingOps, ScoreFunc};
 use crate::error::Result;
-use ndarray::{Array2, ArrayD};
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayViewMut1, Zip};
 
 impl<F: CpuFloat> RoutingOps for Cpu<F> {
     /// Scores (eq. 15: sigmoid, or softmax for V2), then one `gate_row` per token:
@@ -20,7 +20,9 @@ impl<F: CpuFloat> RoutingOps for Cpu<F> {
         }
         let bias = bias.map(|b| b.as_slice().expect("standard layout"));
         let scores = match spec.score_func {
-            ScoreFunc::Sigmoid => logits.mapv(|l| F::one() / (F::one() + (-l).exp())),
+            ScoreFunc::Sigmoid => {
+                zip!(logits.len(), Zip::from(&logits), map_collect(|&l: &F| F::one() / (F::one() + (-l).exp())))
+            }
             ScoreFunc::Softmax => {
                 let mut s = logits.to_owned();
                 for mut row in s.outer_iter_mut() {
@@ -35,13 +37,19 @@ impl<F: CpuFloat> RoutingOps for Cpu<F> {
         let n = scores.nrows();
         let mut weights = Array2::<F>::zeros((n, spec.top_k));
         let mut indices = Array2::<i64>::zeros((n, spec.top_k));
-        for (i, row) in scores.outer_iter().enumerate() {
-            let (w, chosen) = gate_row(row.as_slice().expect("standard layout"), bias, spec);
-            for (j, (w, e)) in w.into_iter().zip(chosen).enumerate() {
-                weights[[i, j]] = w;
-                indices[[i, j]] = e as i64;
-            }
-        }
+        zip!(
+            scores.len(),
+            Zip::from(weights.rows_mut()).and(indices.rows_mut()).and(scores.rows()),
+            for_each(
+                |mut weights: ArrayViewMut1<'_, F>, mut indices: ArrayViewMut1<'_, i64>, row: ArrayView1<'_, F>| {
+                    let (w, chosen) = gate_row(row.as_slice().expect("standard layout"), bias, spec);
+                    for (j, (w, e)) in w.into_iter().zip(chosen).enumerate() {
+                        weights[j] = w;
+                        indices[j] = e as i64;
+                    }
+                }
+            )
+        );
         Ok(Routing { weights: weights.into_dyn(), indices: indices.into_dyn(), scores: scores.into_dyn() })
     }
     /// Backward of [`Self::route`] to the logits: through the unbiased scores of the chosen experts
@@ -88,7 +96,9 @@ impl<F: CpuFloat> RoutingOps for Cpu<F> {
             }
         }
         match spec.score_func {
-            ScoreFunc::Sigmoid => ds.zip_mut_with(&s, |d, &s| *d = *d * s * (F::one() - s)),
+            ScoreFunc::Sigmoid => {
+                zip!(ds.len(), Zip::from(&mut ds).and(&s), for_each(|d: &mut F, &s| *d = *d * s * (F::one() - s)))
+            }
             ScoreFunc::Softmax => {
                 for (mut drow, srow) in ds.outer_iter_mut().zip(s.outer_iter()) {
                     let dot: F = drow.iter().zip(srow).map(|(&d, &s)| d * s).sum();
@@ -101,12 +111,17 @@ impl<F: CpuFloat> RoutingOps for Cpu<F> {
     /// Rows `rows [M]` of `x [N, D]`.
     fn gather_rows(&self, x: &ArrayD<F>, rows: &ArrayD<i64>) -> Result<ArrayD<F>> {
         let x2 = as2(x, "gather_rows")?;
+        let rows = rows
+            .iter()
+            .map(|&r| usize::try_from(r).ok().filter(|&r| r < x2.nrows()))
+            .collect::<Option<Array1<usize>>>()
+            .ok_or_else(|| shape_err("gather_rows", format!("row out of range for {:?}", x.shape())))?;
         let mut out = Array2::<F>::zeros((rows.len(), x2.ncols()));
-        for (mut dst, &r) in out.outer_iter_mut().zip(rows.iter()) {
-            let r = usize::try_from(r).ok().filter(|&r| r < x2.nrows());
-            let r = r.ok_or_else(|| shape_err("gather_rows", format!("row out of range for {:?}", x.shape())))?;
-            dst.assign(&x2.row(r));
-        }
+        zip!(
+            out.len(),
+            Zip::from(out.rows_mut()).and(&rows),
+            for_each(|mut dst: ArrayViewMut1<'_, F>, &r| dst.assign(&x2.row(r)))
+        );
         Ok(out.into_dyn())
     }
     /// `dst` with the rows of `src` added at `rows` (the backward of [`Self::gather_rows`]).
