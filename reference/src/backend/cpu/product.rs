@@ -25,25 +25,38 @@ const PARALLEL_GEMM_WORK: usize = 1 << 22;
 
 /// `out = a · b` by the gemm crate, any strides.
 fn gemm_into<F: CpuFloat>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, mut out: ArrayViewMut2<'_, F>) {
+    assert!(out.dim() == (a.nrows(), b.ncols()), "product of {:?} and {:?} into {:?}", a.dim(), b.dim(), out.dim());
+    let strides = [out.strides()[0], out.strides()[1]];
+    // SAFETY: `out` is a live, mutably borrowed view of the checked shape and strides.
+    unsafe { gemm_raw(a, b, out.as_mut_ptr(), strides) }
+}
+
+/// `out = a · b` by the gemm crate into `a.rows × b.cols` values at `out` with row and
+/// column strides `out_strides`, written without being read (they may be uninitialised).
+///
+/// # Safety
+/// `out` must be valid for writes at every element the strides reach, and alias neither
+/// operand.
+unsafe fn gemm_raw<F: CpuFloat>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, out: *mut F, out_strides: [isize; 2]) {
     let ((m, k), n) = (a.dim(), b.ncols());
-    assert!(b.nrows() == k && out.dim() == (m, n), "product of {:?} and {:?} into {:?}", a.dim(), b.dim(), out.dim());
+    assert!(b.nrows() == k, "product of {:?} and {:?}", a.dim(), b.dim());
     let parallelism = if m * k * n >= PARALLEL_GEMM_WORK {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
     };
-    let (o, x, y) = (out.strides().to_vec(), a.strides().to_vec(), b.strides().to_vec());
-    // SAFETY: pointers and (column, row) strides are those of live views of the shapes
-    // checked above; `out` is borrowed mutably, so it aliases neither operand. `read_dst`
-    // false: out = 1 · (a · b), its old contents never read.
+    let (x, y) = (a.strides(), b.strides());
+    // SAFETY: operand pointers and (column, row) strides are those of live views of the
+    // shapes checked above; `out` is the caller's promise. `read_dst` false:
+    // out = 1 · (a · b), its old contents never read.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
-            o[1],
-            o[0],
+            out,
+            out_strides[1],
+            out_strides[0],
             false,
             a.as_ptr(),
             x[1],
@@ -63,9 +76,21 @@ fn gemm_into<F: CpuFloat>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>, mut out: A
 
 /// `a · b` into a new row-major array.
 pub fn product<F: CpuFloat>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Array2<F> {
-    let mut out = Array2::<F>::zeros((a.nrows(), b.ncols()));
-    product_into(a, b, out.view_mut());
-    out
+    let (m, n) = (a.nrows(), b.ncols());
+    if m <= FEW_ROWS || a.ncols() == 0 {
+        let mut out = Array2::<F>::zeros((m, n));
+        product_into(a, b, out.view_mut());
+        return out;
+    }
+    // The gemm crate writes every element of a product with k > 0, so the result is not
+    // zeroed first (that fill was 3% of a training step).
+    let mut out = Array2::<F>::uninit((m, n));
+    // SAFETY: `out` is a fresh row-major m × n array (strides [n, 1]); gemm writes each of
+    // its elements, so it is initialised afterwards.
+    unsafe {
+        gemm_raw(a, b, out.as_mut_ptr().cast::<F>(), [n as isize, 1]);
+        out.assume_init()
+    }
 }
 
 /// `out = a · b` (`out` already of shape `[a.rows, b.cols]`).
