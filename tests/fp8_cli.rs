@@ -119,7 +119,7 @@ fn bad_inputs_fail_with_the_tensor_named() {
     let b_short = T { name: "b", dtype: Dtype::U8, shape: vec![512, 256], bytes: b.bytes.clone() };
     expect_failure(&[clone(&a), b_short], "exact", &["differ in K"]);
     // Unknown preset.
-    expect_failure(&[clone(&a), clone(&b)], "bf16-accum", &["unknown accumulator", "promote-128"]);
+    expect_failure(&[clone(&a), clone(&b)], "bf16-accum", &["--accumulator", "unknown", "h100-promote-128"]);
 }
 
 #[test]
@@ -184,4 +184,71 @@ fn fit_finds_the_model_behind_measurements_of_the_probes() {
     let failed = v3lab().args(["fp8", "fit", "--measurements"]).arg(&probe).assert().failure();
     let stderr = String::from_utf8(failed.get_output().stderr.clone()).unwrap();
     assert!(stderr.contains("probe.safetensors") && stderr.contains("no measured outputs"), "{stderr}");
+}
+
+/// The H100's K = 4096 GEMM from the goldens, as `v3lab fp8 gemm --scaling tensor` input.
+fn h100_gemm_input(dir: &Path) -> (PathBuf, Vec<f32>, Vec<f32>) {
+    let path = v3lab::lab::goldens_dir().join("fp8-hardware/h100_scaled_mm_normal_K4096.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; set V3LAB_GOLDENS", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let get = |src: &str, name: &'static str| {
+        let v = st.tensor(src).unwrap();
+        T { name, dtype: v.dtype(), shape: v.shape().to_vec(), bytes: v.data().to_vec() }
+    };
+    let floats = |name: &str| -> Vec<f32> {
+        st.tensor(name).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let input = dir.join("h100.safetensors");
+    // Scalar scales, as PyTorch stores them for `torch._scaled_mm`.
+    let one = |name: &'static str| T { name, dtype: Dtype::F32, shape: vec![], bytes: 1f32.to_le_bytes().to_vec() };
+    write(&input, &[get("a", "a"), get("b", "b"), one("a_scale"), one("b_scale")]);
+    (input, floats("c_fast_accum"), floats("c_promoted"))
+}
+
+fn gemm_output(input: &Path, out: &Path, args: &[&str]) -> Vec<f32> {
+    v3lab().args(["fp8", "gemm"]).args(args).arg("--input").arg(input).arg("--out").arg(out).assert().success();
+    let bytes = std::fs::read(out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("c").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn share_same(x: &[f32], y: &[f32]) -> f64 {
+    x.iter().zip(y).filter(|(a, b)| a.to_bits() == b.to_bits()).count() as f64 / x.len() as f64
+}
+
+#[test]
+fn tensor_scaling_asks_for_the_h100s_unpromoted_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, fast, promoted) = h100_gemm_input(dir.path());
+    let out = dir.path().join("c.safetensors");
+    let c = gemm_output(&input, &out, &["--scaling", "tensor", "--accumulator", "h100"]);
+    let got = share_same(&c, &fast);
+    eprintln!("fp8 gemm --scaling tensor --accumulator h100 vs use_fast_accum=True: {:.2}% bit for bit", 100.0 * got);
+    assert!(got >= 0.999);
+    let c = gemm_output(&input, &out, &["--scaling", "tensor", "--accumulator", "h100-promote-128"]);
+    assert!(share_same(&c, &promoted) >= 0.999);
+    // A hypothesis says so on stderr; a wrong scaling name or scale shape is an error.
+    let run = |args: &[&str]| {
+        v3lab().args(["fp8", "gemm"]).args(args).arg("--input").arg(&input).arg("--out").arg(&out).assert()
+    };
+    let noted = run(&["--scaling", "tensor", "--accumulator", "fast-accum"]).success();
+    assert!(String::from_utf8_lossy(&noted.get_output().stderr).contains("hypothesis"));
+    let failed = run(&["--scaling", "per-warp"]).failure();
+    assert!(String::from_utf8_lossy(&failed.get_output().stderr).contains("--scaling per-warp"));
+    let failed = run(&["--scaling", "block"]).failure();
+    let stderr = String::from_utf8_lossy(&failed.get_output().stderr).to_string();
+    assert!(stderr.contains("`a_scale`") && stderr.contains("[128, 32]"), "{stderr}");
+}
+
+#[test]
+fn fit_scores_the_presets_on_the_measured_instructions() {
+    let path = v3lab::lab::goldens_dir().join("fp8-hardware/mma_m16n8k32_e4m3.safetensors");
+    let out = v3lab().args(["fp8", "fit", "--search-outputs", "500", "--measurements"]).arg(&path).assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    for chip in ["ada", "b200", "h100"] {
+        let section =
+            text.split(&format!("## `{chip}`")).nth(1).unwrap_or_else(|| panic!("no `{chip}` section: {text}"));
+        let row = section.lines().find(|l| l.starts_with(&format!("| {chip} |"))).expect("the chip's preset row");
+        assert!(row.contains("| measured | 5000 / 5000 |"), "{row}");
+    }
 }

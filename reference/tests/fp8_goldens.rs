@@ -163,7 +163,7 @@ fn fp8_gemm_within_tolerance_of_the_h100() {
     let mut hypotheses: Vec<(String, Accumulator)> =
         PRESETS.iter().filter(|&&n| n != "exact").map(|n| (n.to_string(), Accumulator::preset(n).unwrap())).collect();
     // Triton may add each wgmma's (K = 32) result into f32: the 14-bit models per 32, promoted.
-    for (name, acc) in [("fast-accum", Accumulator::FAST_ACCUM), ("km-h100", Accumulator::KM_H100)] {
+    for (name, acc) in [("fast-accum", Accumulator::FAST_ACCUM), ("h100", Accumulator::H100)] {
         hypotheses.push((format!("{name} promoted every 32"), Accumulator { promote_every: Some(32), ..acc }));
     }
     hypotheses.push(("exact per 32, promoted".into(), Accumulator { promote_every: Some(32), ..Accumulator::EXACT }));

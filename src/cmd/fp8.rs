@@ -1,22 +1,23 @@
 //! `v3lab fp8 gemm` and `v3lab fp8 study`: the FP8 simulation of DeepSeek-V3 §3.3.
 //!
-//! `gemm --input FILE --accumulator PRESET --out FILE`: FILE holds U8 tensors `a` [M, K]
-//! and `b` [N, K] (E4M3 bit patterns), optional F32 `a_scale` [M, ceil(K/128)] and
-//! `b_scale` [ceil(N/128), ceil(K/128)] (1.0 when absent); the output holds F32 `c` [M, N]
-//! = a · bᵀ with the scales applied per block, accumulated as PRESET says.
+//! `gemm --input FILE --accumulator PRESET [--scaling tensor|block] --out FILE`: FILE holds
+//! U8 tensors `a` [M, K] and `b` [N, K] (E4M3 bit patterns) and optional F32 scales (1.0 when
+//! absent): with `--scaling block`, `a_scale` [M, ceil(K/128)] and `b_scale`
+//! [ceil(N/128), ceil(K/128)]; with `--scaling tensor`, one each. The output holds F32 `c`
+//! [M, N] = a · bᵀ, accumulated as PRESET says.
 //!
 //! `probe --out FILE` and `fit --measurements FILE`: the inputs of the H100 experiment that
-//! fits the accumulator model, and the fit of its outputs (`v3lab::fp8::fit`).
+//! fits the accumulator model, and the fit of measured outputs (`v3lab::fp8::fit`).
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use ndarray::{Array2, Ix2};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
-use v3lab::fp8::fit::{self, Measured, ProbeSet};
-use v3lab::fp8::scaling::BLOCK;
+use v3lab::fp8::fit::{self, Measured};
+use v3lab::fp8::hardware::{self, Measurement};
 use v3lab::fp8::study::{self, StudyConfig};
-use v3lab::fp8::{gemm, Accumulator, Quantized, E4M3, PRESETS};
+use v3lab::fp8::{gemm, provenance, Accumulator, Provenance, Scaling, E4M3, PRESETS};
 use v3lab::io::{write_safetensors, MappedFile, OwnedTensor};
 
 #[derive(Args)]
@@ -27,15 +28,16 @@ pub struct Fp8Args {
 
 #[derive(Subcommand)]
 pub enum Fp8Command {
-    /// C = A·Bᵀ of E4M3 operands with 1×128 / 128×128 scales and a simulated accumulator.
+    /// C = A·Bᵀ of E4M3 operands, scaled per tensor or in 1×128 / 128×128 groups, with a simulated accumulator.
     Gemm(GemmArgs),
     /// Accumulation error against K per preset, and scaling granularities with outliers.
     Study(StudyArgs),
     /// Write the probe GEMMs that tell accumulator models apart (U8 `k<K>.a`, `k<K>.b`), for
     /// `gpu/experiments/fp8_accum_probe.py` to run on the GPU.
     Probe(ProbeArgs),
-    /// Find the accumulator model that reproduces measured outputs (`k<K>.c_<name>`, F32
-    /// [M, N]) of the probe GEMMs bit for bit.
+    /// Score every preset on measured outputs and search for the accumulator model that
+    /// reproduces them bit for bit: probe GEMMs (`k<K>.a`, `k<K>.c_<name>`), one GEMM (`a`,
+    /// `b`, `c_<name>`) or single instructions (`<chip>_a`, `_b`, `_c`, `_d`).
     Fit(FitArgs),
 }
 
@@ -55,9 +57,14 @@ pub struct FitArgs {
     /// The probe file with the measured outputs added.
     #[arg(long)]
     pub measurements: PathBuf,
-    /// The search uses the probes up to this K; every probe validates its result.
+    /// The search uses the sets up to this K (the shortest when all are longer); every set
+    /// validates its result.
     #[arg(long, default_value_t = 256)]
     pub search_max_k: usize,
+    /// The search uses at least this many outputs of each set (leading rows of a GEMM, the
+    /// first instructions), all of them when there are fewer.
+    #[arg(long, default_value_t = 2048)]
+    pub search_outputs: usize,
 }
 
 #[derive(Args)]
@@ -65,9 +72,16 @@ pub struct GemmArgs {
     /// Safetensors with U8 `a` [M, K], `b` [N, K] and optional F32 `a_scale`, `b_scale`.
     #[arg(long)]
     pub input: PathBuf,
-    /// exact | fp32 | fast-accum | promote-128 | fast-accum-aligned | km-h100.
-    #[arg(long, default_value = "promote-128")]
+    /// Fitted to a chip: h100 (no promotion, cuBLAS's use_fast_accum=True), h100-promote-128
+    /// (cuBLAS's default), ada, b200. References: exact, fp32. Hypotheses from the paper's
+    /// description, not the hardware: fast-accum, promote-128, fast-accum-aligned.
+    #[arg(long, default_value = "h100-promote-128")]
     pub accumulator: String,
+    /// tensor: one scale per operand, all of K in one accumulation (`torch._scaled_mm` with
+    /// scalar scales; `a_scale`, `b_scale` [1, 1] or scalars); block: 1×128 tiles of `a`,
+    /// 128×128 blocks of `b`, K cut every 128 (the public `fp8_gemm`).
+    #[arg(long, default_value = "block")]
+    pub scaling: String,
     /// Where to write the F32 tensor `c` [M, N] (written atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -117,75 +131,39 @@ fn run_probe(args: &ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The probe GEMMs of a measurement file and, per output name, their measured outputs.
-type Measurements = Vec<(String, Vec<Measured>)>;
-
-fn read_measurements(path: &Path) -> Result<Measurements> {
-    let file = MappedFile::open(path)?;
-    let names: Vec<String> = file.tensors().names().into_iter().map(str::to_string).collect();
-    let mut stems: Vec<(usize, String)> = names
-        .iter()
-        .filter_map(|n| n.strip_suffix(".a"))
-        .filter_map(|stem| Some((stem.strip_prefix('k')?.parse().ok()?, stem.to_string())))
-        .collect();
-    stems.sort();
-    let mut outputs: Vec<String> = names.iter().filter_map(|n| Some(n.split_once(".c_")?.1.to_string())).collect();
-    outputs.sort();
-    outputs.dedup();
-    if stems.is_empty() || outputs.is_empty() {
-        bail!("{}: no probe GEMMs (`k<K>.a`) or no measured outputs (`k<K>.c_<name>`)", path.display());
-    }
-    let to_u8 = |m: Array2<u16>| m.mapv(|c| c as u8);
-    let mut sets = Vec::new();
-    for (_, stem) in &stems {
-        sets.push(ProbeSet {
-            a: to_u8(codes(&file, &format!("{stem}.a"))?),
-            b: to_u8(codes(&file, &format!("{stem}.b"))?),
-        });
-    }
-    let mut result = Vec::new();
-    for output in outputs {
-        let mut measured = Vec::new();
-        for ((_, stem), set) in stems.iter().zip(&sets) {
-            let name = format!("{stem}.c_{output}");
-            let c = file.f32(&name)?;
-            let shape = c.shape().to_vec();
-            let c = c
-                .into_dimensionality::<Ix2>()
-                .ok()
-                .filter(|c| c.dim() == (set.a.nrows(), set.b.nrows()) && set.a.ncols() == set.b.ncols())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: tensor `{name}`: shape {shape:?} does not fit `{stem}.a` and `{stem}.b`",
-                        path.display()
-                    )
-                })?;
-            measured.push(Measured::new(set, c));
-        }
-        result.push((output, measured));
-    }
-    Ok(result)
-}
-
 fn run_fit(args: &FitArgs) -> Result<()> {
-    let measurements = read_measurements(&args.measurements)?;
+    let measurements = hardware::read(&args.measurements)?;
     let presets: Vec<(&str, Accumulator)> =
         PRESETS.iter().map(|&p| (p, Accumulator::preset(p).expect("a preset"))).collect();
-    for (output, measured) in &measurements {
-        println!("## `c_{output}`\n\n| model | outputs bit-identical | max rel. error |\n|---|---:|---:|");
-        let row = |name: &str, acc: &Accumulator| {
+    // The search starts from the presets that are not fitted to a chip, so that a fit it
+    // reports was found, not handed to it.
+    let starts: Vec<Accumulator> = presets
+        .iter()
+        .filter(|(name, _)| !matches!(provenance(name), Some(Provenance::Measured(_))))
+        .map(|p| p.1)
+        .collect();
+    for Measurement { name: output, sets: measured } in &measurements {
+        println!("## `{output}`\n\n| model | kind | outputs bit-identical | max rel. error |\n|---|---|---:|---:|");
+        let row = |name: &str, kind: &str, acc: &Accumulator| {
             let s = fit::score(acc, measured);
-            println!("| {name} | {} / {} | {:.2e} |", s.exact, s.total, s.max_rel);
+            println!("| {name} | {kind} | {} / {} | {:.2e} |", s.exact, s.total, s.max_rel);
         };
         for (name, acc) in &presets {
-            row(name, acc);
+            row(name, provenance(name).map_or("", |p| p.label()), acc);
         }
-        let searched: Vec<Measured> = measured.iter().filter(|m| m.k() <= args.search_max_k).cloned().collect();
+        let mut searched: Vec<Measured> = measured.iter().filter(|m| m.k() <= args.search_max_k).cloned().collect();
         if searched.is_empty() {
-            bail!("--search-max-k {}: no probe is that short", args.search_max_k);
+            let shortest = measured.iter().min_by_key(|m| m.k()).expect("a measurement has sets");
+            println!(
+                "\n(every set is longer than --search-max-k {}: searching on K = {})",
+                args.search_max_k,
+                shortest.k()
+            );
+            searched.push(shortest.clone());
         }
-        let (best, _) = fit::search(&searched, &presets.iter().map(|p| p.1).collect::<Vec<_>>());
-        row("best fit (searched on K ≤ --search-max-k)", &best);
+        let searched: Vec<Measured> = searched.iter().map(|m| m.head(args.search_outputs)).collect();
+        let (best, _) = fit::search(&searched, &starts);
+        row("best fit (searched from the hypotheses)", "", &best);
         println!("\nbest fit: {best:?}\n\n| K | outputs bit-identical | max rel. error |\n|---:|---:|---:|");
         for m in measured {
             let s = fit::score(&best, std::slice::from_ref(m));
@@ -215,24 +193,9 @@ fn run_study(args: &StudyArgs) -> Result<()> {
     Ok(())
 }
 
-/// A U8 matrix `name` of the input file.
-fn codes(file: &MappedFile, name: &str) -> Result<Array2<u16>> {
-    let (shape, dtype, data) = file.bytes(name)?;
-    let path = file.path.display();
-    if !matches!(dtype, Dtype::U8 | Dtype::F8_E4M3) {
-        bail!("{path}: tensor `{name}`: dtype {dtype:?}, expected U8 (E4M3 bit patterns)");
-    }
-    if shape.len() != 2 || shape.contains(&0) {
-        bail!("{path}: tensor `{name}`: shape {shape:?}, expected a non-empty matrix");
-    }
-    if let Some(i) = data.iter().position(|&b| E4M3.is_nan_bits(b as u32)) {
-        bail!("{path}: tensor `{name}`: element {i} is an E4M3 NaN pattern ({:#04x})", data[i]);
-    }
-    Ok(Array2::from_shape_vec((shape[0], shape[1]), data.iter().map(|&b| b as u16).collect())?)
-}
-
-/// The optional F32 scale `name`, which must be `[rows, cols]` and finite; ones when absent.
-fn scales(file: &MappedFile, name: &str, rows: usize, cols: usize) -> Result<Array2<f32>> {
+/// The optional F32 scale `name`, which must be `[rows, cols]` (a single scale may also be
+/// a scalar or `[1]`, as PyTorch stores one) and finite; ones when absent.
+fn scales(file: &MappedFile, name: &str, (rows, cols): (usize, usize)) -> Result<Array2<f32>> {
     let path = file.path.display();
     if file.tensors().tensor(name).is_err() {
         return Ok(Array2::ones((rows, cols)));
@@ -243,6 +206,8 @@ fn scales(file: &MappedFile, name: &str, rows: usize, cols: usize) -> Result<Arr
     }
     let s = file.f32(name)?;
     let shape = s.shape().to_vec();
+    let single = (rows, cols) == (1, 1) && s.len() == 1 && shape.len() < 2;
+    let s = if single { s.into_shape_with_order((1, 1))?.into_dyn() } else { s };
     let s = s
         .into_dimensionality::<Ix2>()
         .ok()
@@ -256,20 +221,25 @@ fn scales(file: &MappedFile, name: &str, rows: usize, cols: usize) -> Result<Arr
 
 fn run_gemm(args: &GemmArgs) -> Result<()> {
     let Some(accumulator) = Accumulator::preset(&args.accumulator) else {
-        bail!("unknown accumulator `{}`; one of: {}", args.accumulator, PRESETS.join(", "));
+        bail!("--accumulator {}: unknown; one of: {}", args.accumulator, PRESETS.join(", "));
     };
+    let Some(scaling) = Scaling::parse(&args.scaling) else {
+        bail!("--scaling {}: unknown; one of: {}", args.scaling, Scaling::NAMES.join(", "));
+    };
+    if let Some(Provenance::Hypothesis(why)) = provenance(&args.accumulator) {
+        eprintln!("note: `{}` is a hypothesis, not fitted to a chip: {why}", args.accumulator);
+    }
     let file = MappedFile::open(&args.input)?;
-    let a = codes(&file, "a")?;
-    let b = codes(&file, "b")?;
+    let a = hardware::codes(&file, "a")?.mapv(u16::from);
+    let b = hardware::codes(&file, "b")?.mapv(u16::from);
     let ((m, k), (n, kb)) = (a.dim(), b.dim());
     if k != kb {
         bail!("{}: tensors `a` [{m}, {k}] and `b` [{n}, {kb}] differ in K", args.input.display());
     }
-    let kg = k.div_ceil(BLOCK);
-    let a_scale = scales(&file, "a_scale", m, kg)?;
-    let b_scale = scales(&file, "b_scale", n.div_ceil(BLOCK), kg)?;
-    let a = Quantized { format: E4M3, codes: a, scales: a_scale, block: (1, BLOCK) };
-    let b = Quantized { format: E4M3, codes: b, scales: b_scale, block: (BLOCK, BLOCK) };
+    let (sa, sb) = scaling.scale_shapes(m, n, k);
+    let a_scale = scales(&file, "a_scale", sa)?;
+    let b_scale = scales(&file, "b_scale", sb)?;
+    let (a, b) = scaling.operands(E4M3, (a, a_scale), (b, b_scale))?;
     let c = gemm(&a, &b, &accumulator)?;
     write(&args.out, &c)
 }

@@ -31,11 +31,17 @@
 //! 5. `promote_every`: N_C, after which the partial sum is added (f32, round to nearest
 //!    even) into an FP32 register and the tensor-core accumulator restarts from zero.
 //!
-//! The default `fast-accum` fills these from the sources above. It has NOT been fitted to
-//! measurements: no session has yet run the experiment on an H100. Khattak and Mikaitis,
-//! "Accurate Models of NVIDIA Tensor Cores" (arXiv 2512.07004, 2025) publish H100 models
-//! fitted to hardware in their MATLAB toolbox; its FP8 model is the preset `km-h100` (see
-//! [`Accumulator::KM_H100`] for what it rests on and how far it was validated).
+//! # Presets: measured, and hypotheses
+//!
+//! Four presets are the hardware, fitted to FP8 outputs measured on real chips (the data in
+//! `shared/goldens/fp8-hardware/`, the experiment in `docs/fp8-accumulators.md`, the tests
+//! in `tests/fp8_hardware.rs`): `h100` (Hopper without promotion: 5,000 of 5,000 `mma.sync`
+//! instructions and 16,384 of 16,384 outputs of cuBLAS's K = 4096 GEMM with
+//! `use_fast_accum=True`, bit for bit), `h100-promote-128` (the same tensor core promoted
+//! every 128 products: cuBLAS's default path, 16,384 of 16,384), `ada` (5,000 of 5,000) and
+//! `b200` (5,000 of 5,000). `fast-accum`, `promote-128` and `fast-accum-aligned` are built
+//! from the paper's words and are **hypotheses**: the measurements rule them out for the
+//! H100 (see [`provenance`]).
 //!
 //! Arithmetic is exact: values are fixed-point integers (`i128`, 64 fraction bits), which
 //! holds every product of two E4M3 or E5M2 values and their sums exactly, so each rounding
@@ -112,8 +118,62 @@ pub struct Accumulator {
     pub promote_every: Option<usize>,
 }
 
-/// The named presets of the CLI and the study.
-pub const PRESETS: [&str; 6] = ["exact", "fp32", "fast-accum", "promote-128", "fast-accum-aligned", "km-h100"];
+/// The named presets of the CLI and the study: the two references, the four fitted to
+/// hardware, then the three hypotheses built from the paper's description.
+pub const PRESETS: [&str; 9] =
+    ["exact", "fp32", "h100", "h100-promote-128", "ada", "b200", "fast-accum", "promote-128", "fast-accum-aligned"];
+
+/// Where a preset comes from: measured on a chip, or a reading of a description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// Not a chip: the exact sum, or plain sequential f32.
+    Reference,
+    /// Fitted to a chip's measured outputs; the text says which and how many matched.
+    Measured(&'static str),
+    /// Not fitted to any measurement; the text says what it rests on.
+    Hypothesis(&'static str),
+}
+
+impl Provenance {
+    /// "measured", "hypothesis" or "reference", the label every listing of presets shows.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Provenance::Reference => "reference",
+            Provenance::Measured(_) => "measured",
+            Provenance::Hypothesis(_) => "hypothesis",
+        }
+    }
+}
+
+/// The provenance of the preset `name` (None for an unknown name).
+pub fn provenance(name: &str) -> Option<Provenance> {
+    Some(match name {
+        "exact" | "fp32" => Provenance::Reference,
+        "h100" => Provenance::Measured(
+            "H100: 5,000/5,000 mma.sync m16n8k32 E4M3 dot products and 16,384/16,384 outputs of \
+             torch._scaled_mm (cuBLAS, use_fast_accum=True, K = 4096), bit for bit",
+        ),
+        "h100-promote-128" => Provenance::Measured(
+            "H100: 16,384/16,384 outputs of torch._scaled_mm (cuBLAS, use_fast_accum=False, K = 4096), bit for bit",
+        ),
+        "ada" => Provenance::Measured(
+            "Ada: 5,000/5,000 mma.sync m16n8k32 E4M3 dot products with a non-zero accumulator input; \
+             longer K not measured",
+        ),
+        "b200" => Provenance::Measured(
+            "B200: 5,000/5,000 mma.sync m16n8k32 E4M3 dot products; any rule keeping >= 22 bits per product \
+             fits them as well (all bits kept here); longer K not measured",
+        ),
+        "fast-accum" => Provenance::Hypothesis(
+            "the paper's description (32 products, 14 bits truncated); reproduces 0 of cuBLAS's 16,384 H100 outputs",
+        ),
+        "promote-128" => Provenance::Hypothesis("fast-accum promoted every 128 (the paper's fix); not the H100"),
+        "fast-accum-aligned" => Provenance::Hypothesis(
+            "fast-accum with the running sum in the alignment; not the H100 (it anchors differently)",
+        ),
+        _ => return None,
+    })
+}
 
 impl Accumulator {
     /// The exact sum, rounded once to f32 at the end.
@@ -132,8 +192,8 @@ impl Accumulator {
     /// exact in f32, so this is also FMA order).
     pub const FP32: Accumulator = Accumulator { acc_bits: Some(24), ..Accumulator::EXACT };
 
-    /// The Hopper FP8 path with no promotion (`use_fast_accum=True`), as the paper
-    /// describes it: 32 products aligned to the largest, 14 bits each kept by truncation,
+    /// A hypothesis: the Hopper FP8 path with no promotion as the paper describes it
+    /// (the measured rule is [`Accumulator::H100`]): 32 products aligned to the largest, 14 bits each kept by truncation,
     /// the sum added into a 14-significant-bit (e8m13) accumulator, truncated.
     pub const FAST_ACCUM: Accumulator = Accumulator {
         group: 32,
@@ -146,26 +206,50 @@ impl Accumulator {
         promote_every: None,
     };
 
-    /// The other reading of the mechanism: the accumulator is one more term of the
+    /// A hypothesis, the other reading of the mechanism: the accumulator is one more term of the
     /// aligned group (a fused 33-term add), so late products lose bits against a large sum.
     pub const FAST_ACCUM_ALIGNED: Accumulator = Accumulator { align_accumulator: true, ..Accumulator::FAST_ACCUM };
 
-    /// The H100 E4M3 model of Khattak and Mikaitis's MATLAB toolbox (`models/H100TC.m` of
-    /// north-numerical-computing/MATLAB-tensor-core, the version with `fma = 32`,
-    /// `neab = -10`, `rz`, `global_alignment = 1`): 32 products and the running sum aligned
-    /// together, each product placed by its factors' exponents, truncated to 13 bits below
-    /// the largest anchor, summed exactly and truncated to e8m13. Read from their code, not
-    /// measured here; their validation compares single K = 32 steps from a zero
-    /// accumulator, so how the running sum joins is the least certain part. The toolbox's
-    /// earlier H100 data come from `mma.sync` and are not e8m13, so the rule may depend on
-    /// the instruction (cuBLAS's FP8 GEMM uses `wgmma`).
-    pub const KM_H100: Accumulator = Accumulator {
+    /// The H100's FP8 tensor core, measured (see [`provenance`]): 32 products and the
+    /// running sum aligned together, each product placed by its factors' exponents
+    /// ([`Anchor::FactorExponents`]), every term truncated to 13 bits below the largest
+    /// anchor, the terms summed exactly and truncated to e8m13 (14 significant bits). No
+    /// promotion: all of K accumulates in the tensor core, as cuBLAS runs the GEMM with
+    /// `use_fast_accum=True`. This is the model of Khattak and Mikaitis's MATLAB toolbox
+    /// (`models/H100TC.m` of north-numerical-computing/MATLAB-tensor-core: `fma = 32`,
+    /// `neab = -10`, `rz`, `global_alignment = 1`), which they validated on single K = 32
+    /// steps from a zero accumulator; the K = 4096 GEMM confirms how the running sum joins.
+    /// `mma.sync` (the instruction data) and cuBLAS's `wgmma` (the GEMM) follow the same rule.
+    pub const H100: Accumulator = Accumulator {
         align_accumulator: true,
         anchor: Anchor::FactorExponents { emin: -6 },
         ..Accumulator::FAST_ACCUM
     };
 
-    /// The paper's fix: the fast-accum tensor core for N_C = 128 products, then promotion.
+    /// The H100's tensor core promoted every N_C = 128 products: the paper's fix, and what
+    /// cuBLAS's default FP8 path (`use_fast_accum=False`) measurably does.
+    pub const H100_PROMOTE_128: Accumulator = Accumulator { promote_every: Some(128), ..Accumulator::H100 };
+
+    /// Ada's FP8 tensor core, measured: the H100's rule on groups of 16 products (an
+    /// `m16n8k32` instruction is two steps), the running sum in each step's alignment.
+    pub const ADA: Accumulator = Accumulator { group: 16, ..Accumulator::H100 };
+
+    /// The B200's FP8 tensor core, measured on single instructions: the 32 products summed
+    /// exactly (the data require at least 22 bits per product below the largest; we keep all),
+    /// then added to the running sum and rounded to nearest f32.
+    pub const B200: Accumulator = Accumulator {
+        group: 32,
+        align_accumulator: false,
+        kept_bits: None,
+        term_rounding: Rounding::TowardZero,
+        anchor: Anchor::Product,
+        acc_bits: Some(24),
+        acc_rounding: Rounding::NearestEven,
+        promote_every: None,
+    };
+
+    /// A hypothesis: the paper's fix on the paper's description, `fast-accum` promoted
+    /// every N_C = 128 products.
     pub const PROMOTE_128: Accumulator = Accumulator { promote_every: Some(128), ..Accumulator::FAST_ACCUM };
 
     /// A preset by its CLI name.
@@ -176,7 +260,10 @@ impl Accumulator {
             "fast-accum" => Accumulator::FAST_ACCUM,
             "promote-128" => Accumulator::PROMOTE_128,
             "fast-accum-aligned" => Accumulator::FAST_ACCUM_ALIGNED,
-            "km-h100" => Accumulator::KM_H100,
+            "h100" => Accumulator::H100,
+            "h100-promote-128" => Accumulator::H100_PROMOTE_128,
+            "ada" => Accumulator::ADA,
+            "b200" => Accumulator::B200,
             _ => return None,
         })
     }
@@ -185,6 +272,13 @@ impl Accumulator {
     /// when the accumulator keeps ≤ 24 bits). `a` and `b` hold the decoded FP8 values (any
     /// f32 whose products are multiples of 2^-64 below 2^62 is simulated exactly).
     pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.dot_from(0.0, a, b)
+    }
+
+    /// `c + Σ_k a[k]·b[k]` with `c` the tensor core's accumulator input, as one
+    /// `mma … d, a, b, c` instruction computes it (with promotion, `c` starts the first
+    /// segment's tensor-core sum). `c` is held exactly down to 2^-64.
+    pub fn dot_from(&self, c: f32, a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len(), "dot of vectors of different lengths");
         let terms: Vec<Term> = a
             .iter()
@@ -194,19 +288,24 @@ impl Accumulator {
                 Term { value, anchor: if value == 0 { 0 } else { self.anchor.exponent(x, y, value) } }
             })
             .collect();
-        to_f32(self.sum_fixed(&terms))
+        to_f32(self.sum_fixed(&terms, to_fixed(c as f64)))
     }
 
-    /// The simulated sum of exact fixed-point products (before the final f32 rounding).
-    fn sum_fixed(&self, products: &[Term]) -> i128 {
+    /// The simulated sum of exact fixed-point products (before the final f32 rounding),
+    /// the tensor core starting from `init`.
+    fn sum_fixed(&self, products: &[Term], init: i128) -> i128 {
+        if products.is_empty() {
+            return init;
+        }
         match self.promote_every {
-            None => self.tensor_core(products),
+            None => self.tensor_core(products, init),
             Some(nc) => {
                 let mut register = 0i128; // the FP32 register on the CUDA cores
-                for chunk in products.chunks(nc.max(1)) {
+                for (i, chunk) in products.chunks(nc.max(1)).enumerate() {
                     // The partial is read out of the tensor core as an f32 (a no-op when
                     // the accumulator keeps ≤ 24 bits), then added in f32.
-                    let partial = round_sig(self.tensor_core(chunk), 24, Rounding::NearestEven);
+                    let start = if i == 0 { init } else { 0 };
+                    let partial = round_sig(self.tensor_core(chunk, start), 24, Rounding::NearestEven);
                     register = round_sig(register + partial, 24, Rounding::NearestEven);
                 }
                 register
@@ -214,12 +313,12 @@ impl Accumulator {
         }
     }
 
-    /// One run of the tensor-core accumulator from zero over `products`.
-    fn tensor_core(&self, products: &[Term]) -> i128 {
+    /// One run of the tensor-core accumulator over `products`, starting from `init`.
+    fn tensor_core(&self, products: &[Term], init: i128) -> i128 {
         if self.kept_bits.is_none() && self.acc_bits.is_none() {
-            return products.iter().map(|t| t.value).sum(); // nothing is rounded: grouping cannot matter
+            return init + products.iter().map(|t| t.value).sum::<i128>(); // nothing is rounded: grouping cannot matter
         }
-        let mut acc = 0i128;
+        let mut acc = init;
         for group in products.chunks(self.group.max(1)) {
             // Without the accumulator in the alignment it is added after the group's sum.
             let (own, mut addend) = if self.align_accumulator { (acc, 0) } else { (0, acc) };

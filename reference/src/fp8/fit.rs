@@ -115,26 +115,91 @@ pub fn probe_sets(max_k: usize, seed: u64) -> Vec<ProbeSet> {
     PROBE_KS.iter().filter(|&&k| k <= max_k).map(|&k| probe_set(k, seed)).collect()
 }
 
-/// A probe GEMM with the output measured on hardware (or produced by a known model).
+/// Outputs measured on hardware (or produced by a known model), with their inputs.
 #[derive(Debug, Clone)]
-pub struct Measured {
-    pub a: Array2<f32>,
-    pub b: Array2<f32>,
-    pub c: Array2<f32>,
+pub enum Measured {
+    /// A GEMM `c = a · bᵀ` (scales 1), every output measured: a probe set or a whole GEMM.
+    Gemm { a: Array2<f32>, b: Array2<f32>, c: Array2<f32> },
+    /// Single instructions: `d[i] = c[i] + a[i] · b[i]`, one tensor-core step from the
+    /// accumulator input `c[i]` per row (the `mma … m16n8k32` data).
+    Dots { a: Array2<f32>, b: Array2<f32>, c: Vec<f32>, d: Vec<f32> },
 }
 
 /// The values of E4M3 codes.
-fn decode(codes: &Array2<u8>) -> Array2<f32> {
+pub fn decode(codes: &Array2<u8>) -> Array2<f32> {
     codes.mapv(|code| E4M3.decode(code as u32))
 }
 
 impl Measured {
+    /// A probe GEMM and its measured output.
     pub fn new(set: &ProbeSet, c: Array2<f32>) -> Measured {
-        Measured { a: decode(&set.a), b: decode(&set.b), c }
+        Measured::Gemm { a: decode(&set.a), b: decode(&set.b), c }
     }
 
+    /// The inner dimension K.
     pub fn k(&self) -> usize {
-        self.a.ncols()
+        match self {
+            Measured::Gemm { a, .. } | Measured::Dots { a, .. } => a.ncols(),
+        }
+    }
+
+    /// How many outputs were measured.
+    pub fn len(&self) -> usize {
+        match self {
+            Measured::Gemm { c, .. } => c.len(),
+            Measured::Dots { d, .. } => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// At least `outputs` of the measured outputs (all when there are fewer), for a search
+    /// that cannot afford them all: the leading whole rows of a GEMM (a probe's designed
+    /// rows come first), the first instructions of a `Dots`.
+    pub fn head(&self, outputs: usize) -> Measured {
+        match self {
+            Measured::Gemm { a, b, c } => {
+                let rows = outputs.div_ceil(b.nrows().max(1)).clamp(1, a.nrows());
+                Measured::Gemm {
+                    a: a.slice(ndarray::s![..rows, ..]).to_owned(),
+                    b: b.clone(),
+                    c: c.slice(ndarray::s![..rows, ..]).to_owned(),
+                }
+            }
+            Measured::Dots { a, b, c, d } => {
+                let n = outputs.min(d.len());
+                Measured::Dots {
+                    a: a.slice(ndarray::s![..n, ..]).to_owned(),
+                    b: b.slice(ndarray::s![..n, ..]).to_owned(),
+                    c: c[..n].to_vec(),
+                    d: d[..n].to_vec(),
+                }
+            }
+        }
+    }
+
+    /// The outputs `acc` gives for these inputs, in the order of [`Measured::outputs`].
+    pub fn simulate(&self, acc: &Accumulator) -> Vec<f32> {
+        match self {
+            Measured::Gemm { a, b, .. } => simulate_decoded(a, b, acc).into_iter().collect(),
+            Measured::Dots { a, b, c, .. } => (0..a.nrows())
+                .into_par_iter()
+                .map(|i| {
+                    let (x, y) = (a.row(i), b.row(i));
+                    acc.dot_from(c[i], x.as_slice().expect("standard layout"), y.as_slice().expect("standard layout"))
+                })
+                .collect(),
+        }
+    }
+
+    /// The measured outputs, row-major.
+    pub fn outputs(&self) -> Vec<f32> {
+        match self {
+            Measured::Gemm { c, .. } => c.iter().copied().collect(),
+            Measured::Dots { d, .. } => d.clone(),
+        }
     }
 }
 
@@ -187,8 +252,7 @@ fn ordinal(x: f32) -> i64 {
 pub fn score(acc: &Accumulator, measured: &[Measured]) -> Score {
     let mut s = Score { exact: 0, total: 0, log_ulps: 0.0, max_rel: 0.0 };
     for m in measured {
-        let model = simulate_decoded(&m.a, &m.b, acc);
-        for (&x, &y) in model.iter().zip(m.c.iter()) {
+        for (x, y) in m.simulate(acc).into_iter().zip(m.outputs()) {
             s.total += 1;
             s.exact += (x.to_bits() == y.to_bits()) as usize;
             s.log_ulps += ((ordinal(x) - ordinal(y)).unsigned_abs() as f64).ln_1p() / std::f64::consts::LN_2;
@@ -312,24 +376,36 @@ mod tests {
 
     #[test]
     fn the_search_recovers_the_toolbox_model_with_its_factor_exponent_anchor() {
-        let measured = measured_by(&Accumulator::KM_H100);
+        let measured = measured_by(&Accumulator::H100);
         let (found, s) = search(&measured, &[Accumulator::FAST_ACCUM, Accumulator::EXACT]);
         assert_eq!(s.exact, s.total, "best model {found:?} reproduces {} of {}", s.exact, s.total);
-        assert_eq!(found.anchor, Accumulator::KM_H100.anchor);
+        assert_eq!(found.anchor, Accumulator::H100.anchor);
         // Anchoring on the product instead misses some outputs: the probes tell them apart.
-        let by_product = Accumulator { anchor: Anchor::Product, ..Accumulator::KM_H100 };
+        let by_product = Accumulator { anchor: Anchor::Product, ..Accumulator::H100 };
         let s = score(&by_product, &measured);
         assert!(s.exact < s.total, "the anchor is invisible to the probes");
     }
 
     #[test]
+    fn a_dot_measurement_starts_from_its_accumulator_input() {
+        // 1 + 2^-12 in the accumulator, one product 2^4: the H100 aligns the accumulator
+        // with the product (quantum 2^(4 − 13)), so 2^-12 truncates away; the exact sum keeps it.
+        let one = |x: f32| Array2::from_elem((1, 1), x);
+        let m = Measured::Dots { a: one(4.0), b: one(4.0), c: vec![1.0 + 2f32.powi(-12)], d: vec![17.0] };
+        assert_eq!(m.simulate(&Accumulator::H100), vec![17.0]);
+        assert_eq!(m.simulate(&Accumulator::EXACT), vec![17.0 + 2f32.powi(-12)]);
+        assert_eq!(score(&Accumulator::H100, std::slice::from_ref(&m)).exact, 1);
+        assert_eq!(m.head(10).len(), 1);
+    }
+
+    #[test]
     fn probe_values_are_exact_in_e4m3() {
         let set = probe_set(64, 1);
-        let m = Measured::new(&set, Array2::zeros((PROBE_M, PROBE_N)));
+        let (a, b) = (decode(&set.a), decode(&set.b));
         // The designed rows: 2^8 and 2^(8 − s) survive the encoding unchanged.
-        assert_eq!(m.a[[0, 0]], 256.0);
-        assert_eq!(m.a[[16, 1]], 2f32.powi(-9));
-        assert!(m.b.row(0).iter().all(|&x| x == 1.0));
-        assert!(m.a.iter().chain(m.b.iter()).all(|x| x.is_finite()));
+        assert_eq!(a[[0, 0]], 256.0);
+        assert_eq!(a[[16, 1]], 2f32.powi(-9));
+        assert!(b.row(0).iter().all(|&x| x == 1.0));
+        assert!(a.iter().chain(b.iter()).all(|x| x.is_finite()));
     }
 }

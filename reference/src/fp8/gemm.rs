@@ -12,12 +12,80 @@
 //! scaling forces promotion at least that often, which is why the paper pairs 1×128 tiles
 //! with N_C = 128. With scales constant along K (per tensor, per row) there is one segment
 //! and a preset without promotion really accumulates all of K inside the tensor core.
+//! [`Scaling`] names the two cases a user asks for: one scale per operand (`torch._scaled_mm`
+//! with scalar scales: no segments) or the paper's 1×128 / 128×128 groups.
 
 use super::accumulate::Accumulator;
-use super::scaling::Quantized;
+use super::codec::Minifloat;
+use super::scaling::{Granularity, Quantized, BLOCK};
 use crate::error::{Error, Result};
 use ndarray::Array2;
 use rayon::prelude::*;
+
+/// How the operands of a scaled GEMM are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scaling {
+    /// One scale per operand, so all of K is one segment: what `torch._scaled_mm` computes
+    /// with scalar scales, and the only way to ask for the hardware's unpromoted path.
+    Tensor,
+    /// DeepSeek-V3's fine-grained scaling: `a` in 1×128 tiles, `b` in 128×128 blocks, so K
+    /// is cut every 128 (the public `fp8_gemm`).
+    Block,
+}
+
+impl Scaling {
+    pub const NAMES: [&'static str; 2] = ["tensor", "block"];
+
+    pub fn parse(name: &str) -> Option<Scaling> {
+        match name {
+            "tensor" => Some(Scaling::Tensor),
+            "block" => Some(Scaling::Block),
+            _ => None,
+        }
+    }
+
+    /// The groups of `a` [M, K] and of `b` [N, K].
+    pub fn granularities(self) -> (Granularity, Granularity) {
+        match self {
+            Scaling::Tensor => (Granularity::Tensor, Granularity::Tensor),
+            Scaling::Block => (Granularity::Tile(BLOCK), Granularity::Block(BLOCK)),
+        }
+    }
+
+    /// The shapes of the scale tensors of `a` [M, K] and `b` [N, K]: `[1, 1]` each, or
+    /// `[M, ⌈K/128⌉]` and `[⌈N/128⌉, ⌈K/128⌉]`.
+    pub fn scale_shapes(self, m: usize, n: usize, k: usize) -> ((usize, usize), (usize, usize)) {
+        let (ga, gb) = self.granularities();
+        let groups = |g: Granularity, rows: usize| {
+            let (br, bc) = g.block_shape(rows, k);
+            (rows.div_ceil(br), k.div_ceil(bc))
+        };
+        (groups(ga, m), groups(gb, n))
+    }
+
+    /// Operands from their codes and scales (shapes as [`Scaling::scale_shapes`] says).
+    pub fn operands(
+        self,
+        format: Minifloat,
+        (a_codes, a_scales): (Array2<u16>, Array2<f32>),
+        (b_codes, b_scales): (Array2<u16>, Array2<f32>),
+    ) -> Result<(Quantized, Quantized)> {
+        let (ga, gb) = self.granularities();
+        let ((m, k), n) = (a_codes.dim(), b_codes.nrows());
+        let (sa, sb) = self.scale_shapes(m, n, k);
+        for (name, want, got) in [("a_scale", sa, a_scales.dim()), ("b_scale", sb, b_scales.dim())] {
+            if want != got {
+                return Err(Error::shape(
+                    "fp8 gemm",
+                    format!("{name} is {got:?}, but {self:?} scaling of a [{m}, {k}], b [{n}, {k}] wants {want:?}"),
+                ));
+            }
+        }
+        let a = Quantized { format, block: ga.block_shape(m, k), codes: a_codes, scales: a_scales };
+        let b = Quantized { format, block: gb.block_shape(n, k), codes: b_codes, scales: b_scales };
+        Ok((a, b))
+    }
+}
 
 /// `C [M, N] = A [M, K] · B [N, K]ᵀ` with `a`'s and `b`'s group scales, accumulated as
 /// `accumulator` says. Errors when the inner dimensions differ.
@@ -75,7 +143,8 @@ pub fn matmul_nt_f64(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::segments;
+    use super::*;
+    use crate::fp8::{Overflow, E4M3};
 
     #[test]
     fn segments_follow_both_operands() {
@@ -83,5 +152,29 @@ mod tests {
         assert_eq!(segments(300, 300, 128), vec![(0, 128), (128, 256), (256, 300)]);
         assert_eq!(segments(300, 300, 300), vec![(0, 300)]);
         assert_eq!(segments(256, 64, 128), vec![(0, 64), (64, 128), (128, 192), (192, 256)]);
+    }
+
+    #[test]
+    fn tensor_scaling_is_one_segment_and_block_scaling_restarts_every_128() {
+        // 256 first, then 255 products of 2^-6: in one H100 tensor-core run each small term
+        // lies below the quantum 2^(8 − 13) of the running sum and truncates away, so the
+        // sum stays 256; cut at 128, the second segment starts from zero and keeps its
+        // 128 · 2^-6 = 2. The exact sum is 256 + 255/64.
+        let k = 256;
+        let code = |x: f32| E4M3.encode(x, Overflow::Saturate) as u16;
+        let a = Array2::from_shape_fn((1, k), |(_, i)| code(if i == 0 { 256.0 } else { 2f32.powi(-6) }));
+        let b = Array2::from_elem((1, k), code(1.0));
+        let run = |scaling: Scaling| {
+            let (sa, sb) = scaling.scale_shapes(1, 1, k);
+            let (qa, qb) =
+                scaling.operands(E4M3, (a.clone(), Array2::ones(sa)), (b.clone(), Array2::ones(sb))).unwrap();
+            gemm(&qa, &qb, &Accumulator::H100).unwrap()[[0, 0]]
+        };
+        assert_eq!(run(Scaling::Tensor), 256.0);
+        assert_eq!(run(Scaling::Block), 258.0);
+        assert_eq!(Scaling::Tensor.scale_shapes(4, 8, 300), ((1, 1), (1, 1)));
+        assert_eq!(Scaling::Block.scale_shapes(4, 300, 300), ((4, 3), (3, 3)));
+        let wrong = Scaling::Tensor.operands(E4M3, (a.clone(), Array2::ones((1, 2))), (b, Array2::ones((1, 1))));
+        assert!(wrong.unwrap_err().to_string().contains("a_scale"));
     }
 }

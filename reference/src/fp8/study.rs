@@ -9,7 +9,7 @@
 //! 2. Scaling: quantization error of activations with outlier channels, per tensor, per
 //!    row, 1×128 tiles and 128×128 blocks, f32 or power-of-two scales.
 
-use super::accumulate::Accumulator;
+use super::accumulate::{provenance, Accumulator, Provenance};
 use super::codec::{Overflow, E4M3};
 use super::gemm::{gemm, matmul_nt_f64};
 use super::scaling::{quantization_error, quantize, Granularity, Quantized, ScaleMode};
@@ -202,17 +202,19 @@ fn paper_lines(acc: &[AccumulationRow], quant: &[QuantizationRow]) -> Vec<PaperL
                 "\"the accumulation precision of FP8 GEMM on NVIDIA H800 GPUs is limited to retaining around 14 \
                         bits\" — K = 4096, two random matrices: \"a maximum relative error of nearly 2%\""
                     .into(),
-            ours: format!("K = {k}: {}; {}", at("normal", "fast-accum"), at("positive", "fast-accum")),
+            ours: format!("K = {k}: {}; {}", at("normal", "h100"), at("positive", "h100")),
         },
         PaperLine {
-            statement: "other reading of the same mechanism (accumulator aligned with the 32 products)".into(),
-            ours: format!("K = {k}: {}; {}", at("normal", "fast-accum-aligned"), at("positive", "fast-accum-aligned")),
+            statement: "the mechanism as the paper describes it (32 products aligned, 14 bits kept), our reading: \
+                        a hypothesis the H100's measurements rule out"
+                .into(),
+            ours: format!("K = {k}: {}; {}", at("normal", "fast-accum"), at("positive", "fast-accum")),
         },
         PaperLine {
             statement: "promotion to FP32 every N_C = 128 elements \"can significantly improve precision without \
                         introducing substantial overhead\""
                 .into(),
-            ours: format!("K = {k}: {}; {}", at("normal", "promote-128"), at("positive", "promote-128")),
+            ours: format!("K = {k}: {}; {}", at("normal", "h100-promote-128"), at("positive", "h100-promote-128")),
         },
     ];
     let pick = |g: &str, s: &str| quant.iter().rfind(|r| r.granularity == g && r.scales == s);
@@ -234,11 +236,21 @@ fn paper_lines(acc: &[AccumulationRow], quant: &[QuantizationRow]) -> Vec<PaperL
 pub fn markdown(r: &StudyResult) -> String {
     let mut s = String::from("# FP8 study (v3lab fp8 study)\n\n## Accumulation error against K\n\n");
     s += &format!(
-        "E4M3 inputs, C = A·Bᵀ with A [{}, K], B [{}, K]; error against the exact product of the same inputs. \
-         `fast-accum` is a model of the H100 path built from the paper's description and the literature; it has \
-         not been fitted to H100 measurements.\n\n",
+        "E4M3 inputs, C = A·Bᵀ with A [{}, K], B [{}, K], one scale per operand (all of K in one accumulation \
+         unless the preset promotes); error against the exact product of the same inputs.\n\n",
         r.config.m, r.config.n
     );
+    s += "| preset | kind | what it rests on |\n|---|---|---|\n";
+    for p in &r.config.presets {
+        let (label, why) = match provenance(p) {
+            Some(Provenance::Measured(why)) => ("measured", why),
+            Some(Provenance::Hypothesis(why)) => ("**hypothesis**", why),
+            Some(Provenance::Reference) => ("reference", "not a chip"),
+            None => ("?", ""),
+        };
+        s += &format!("| {p} | {label} | {why} |\n");
+    }
+    s += "\n";
     for inputs in ["normal", "positive"] {
         s += &format!("### {inputs} inputs: ‖C − exact‖/‖exact‖ (max elementwise relative error)\n\n| K |");
         for p in &r.config.presets {
