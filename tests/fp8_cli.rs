@@ -120,6 +120,37 @@ fn bad_inputs_fail_with_the_tensor_named() {
     expect_failure(&[clone(&a), b_short], "exact", &["differ in K"]);
     // Unknown preset.
     expect_failure(&[clone(&a), clone(&b)], "bf16-accum", &["--accumulator", "unknown", "h100-promote-128"]);
+    // Scales of 0, below 0, or so large that the output overflows f32.
+    for (bad, needles) in [
+        (0.0f32, &["`a_scale`", "element 5 is 0", "positive"][..]),
+        (-1.0, &["`a_scale`", "element 5 is -1", "positive"][..]),
+        (3e38, &["`a_scale`", "beyond f32"][..]),
+    ] {
+        let mut bytes = a_scale.bytes.clone();
+        bytes[5 * 4..6 * 4].copy_from_slice(&bad.to_le_bytes());
+        let scale = T { name: "a_scale", dtype: Dtype::F32, shape: a_scale.shape.clone(), bytes };
+        expect_failure(&[clone(&a), clone(&b), scale, clone(&b_scale)], "exact", needles);
+    }
+}
+
+#[test]
+fn a_gemm_beyond_max_products_is_refused_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, _) = golden_inputs();
+    let input = dir.path().join("in.safetensors");
+    let out = dir.path().join("out.safetensors");
+    write(&input, &inputs);
+    let failed = v3lab()
+        .args(["fp8", "gemm", "--max-products", "1000000", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&failed.get_output().stderr).to_string();
+    // a [64, 512] · b [256, 512]ᵀ: 8,388,608 products.
+    assert!(stderr.contains("8388608 products") && stderr.contains("--max-products 1000000"), "{stderr}");
+    assert!(!out.exists());
 }
 
 #[test]

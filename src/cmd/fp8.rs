@@ -82,6 +82,10 @@ pub struct GemmArgs {
     /// 128×128 blocks of `b`, K cut every 128 (the public `fp8_gemm`).
     #[arg(long, default_value = "block")]
     pub scaling: String,
+    /// Refuse a GEMM of more than this many products (M × N × K) rather than simulate it
+    /// for minutes; the default is about a minute of the bit-level simulation on 2 cores.
+    #[arg(long, default_value_t = 1 << 33)]
+    pub max_products: u64,
     /// Where to write the F32 tensor `c` [M, N] (written atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -194,7 +198,7 @@ fn run_study(args: &StudyArgs) -> Result<()> {
 }
 
 /// The optional F32 scale `name`, which must be `[rows, cols]` (a single scale may also be
-/// a scalar or `[1]`, as PyTorch stores one) and finite; ones when absent.
+/// a scalar or `[1]`, as PyTorch stores one), finite and positive; ones when absent.
 fn scales(file: &MappedFile, name: &str, (rows, cols): (usize, usize)) -> Result<Array2<f32>> {
     let path = file.path.display();
     if file.tensors().tensor(name).is_err() {
@@ -213,10 +217,31 @@ fn scales(file: &MappedFile, name: &str, (rows, cols): (usize, usize)) -> Result
         .ok()
         .filter(|s| s.dim() == (rows, cols))
         .ok_or_else(|| anyhow::anyhow!("{path}: tensor `{name}`: shape {shape:?}, expected [{rows}, {cols}]"))?;
-    if let Some(i) = s.iter().position(|v| !v.is_finite()) {
-        bail!("{path}: tensor `{name}`: element {i} is not finite");
+    if let Some(i) = s.iter().position(|v| !v.is_finite() || *v <= 0.0) {
+        bail!(
+            "{path}: tensor `{name}`: element {i} is {}, but a scale is finite and positive",
+            s.iter().nth(i).unwrap()
+        );
     }
     Ok(s)
+}
+
+/// Refuses scales under which the output cannot be finite: the largest product of two E4M3
+/// values times K times the largest scales must stay below f32's largest value.
+fn check_output_range(path: &Path, k: usize, a_scale: &Array2<f32>, b_scale: &Array2<f32>) -> Result<()> {
+    let largest = |s: &Array2<f32>| s.iter().fold(0.0f64, |m, &v| m.max(v as f64));
+    let bound = (E4M3.max_finite() as f64).powi(2) * k as f64 * largest(a_scale) * largest(b_scale);
+    if bound > f32::MAX as f64 {
+        bail!(
+            "{}: tensors `a_scale` (largest {:e}) and `b_scale` (largest {:e}): with K = {k} an output could reach \
+             {bound:.3e}, beyond f32's {:e}; scale the operands down",
+            path.display(),
+            largest(a_scale),
+            largest(b_scale),
+            f32::MAX
+        );
+    }
+    Ok(())
 }
 
 fn run_gemm(args: &GemmArgs) -> Result<()> {
@@ -236,9 +261,19 @@ fn run_gemm(args: &GemmArgs) -> Result<()> {
     if k != kb {
         bail!("{}: tensors `a` [{m}, {k}] and `b` [{n}, {kb}] differ in K", args.input.display());
     }
+    let products = (m as u128) * (n as u128) * (k as u128);
+    if products > args.max_products as u128 {
+        bail!(
+            "{}: a [{m}, {k}] · b [{n}, {k}]ᵀ is {products} products, more than --max-products {} (the bit-level \
+             simulation takes about a second per 10^8 on 2 cores); raise --max-products to run it",
+            args.input.display(),
+            args.max_products
+        );
+    }
     let (sa, sb) = scaling.scale_shapes(m, n, k);
     let a_scale = scales(&file, "a_scale", sa)?;
     let b_scale = scales(&file, "b_scale", sb)?;
+    check_output_range(&args.input, k, &a_scale, &b_scale)?;
     let (a, b) = scaling.operands(E4M3, (a, a_scale), (b, b_scale))?;
     let c = gemm(&a, &b, &accumulator)?;
     write(&args.out, &c)

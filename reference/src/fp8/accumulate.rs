@@ -268,6 +268,13 @@ impl Accumulator {
         })
     }
 
+    /// Whether the tensor core adds exactly (no bits dropped per term or in the running
+    /// sum): then only the promotions round, and a GEMM may take its partials from exact
+    /// f64 products (`gemm`'s fast path).
+    pub fn adds_exactly(&self) -> bool {
+        self.kept_bits.is_none() && self.acc_bits.is_none()
+    }
+
     /// `Σ_k a[k]·b[k]` as this accumulator computes it, rounded to f32 at the end (a no-op
     /// when the accumulator keeps ≤ 24 bits). `a` and `b` hold the decoded FP8 values (any
     /// f32 whose products are multiples of 2^-64 below 2^62 is simulated exactly).

@@ -19,7 +19,7 @@ use super::accumulate::Accumulator;
 use super::codec::Minifloat;
 use super::scaling::{Granularity, Quantized, BLOCK};
 use crate::error::{Error, Result};
-use ndarray::Array2;
+use ndarray::{s, Array2, Axis, Zip};
 use rayon::prelude::*;
 
 /// How the operands of a scaled GEMM are scaled.
@@ -89,19 +89,120 @@ impl Scaling {
 
 /// `C [M, N] = A [M, K] · B [N, K]ᵀ` with `a`'s and `b`'s group scales, accumulated as
 /// `accumulator` says. Errors when the inner dimensions differ.
+///
+/// Where the accumulator adds exactly between promotions (`exact`, or any model that keeps
+/// every bit) and the operands' values make every partial sum exact in f64, the partials
+/// come from f64 matrix products: the same bits as [`gemm_simulated`], at BLAS speed.
+/// Everything else runs the bit-level simulation.
 pub fn gemm(a: &Quantized, b: &Quantized, accumulator: &Accumulator) -> Result<Array2<f32>> {
+    let (a_values, b_values) = operand_values(a, b)?;
+    let segments = segments(a.codes.ncols(), a.block.1, b.block.1);
+    let longest = segments.iter().map(|&(k0, k1)| k1 - k0).max().unwrap_or(0);
+    let chunk = accumulator.promote_every.map_or(longest, |nc| nc.clamp(1, longest.max(1)));
+    if accumulator.adds_exactly() && sums_exact_in_f64(&a_values, &b_values, chunk) {
+        Ok(exact_partials(a, b, &a_values, &b_values, &segments, accumulator.promote_every))
+    } else {
+        Ok(simulated(a, b, &a_values, &b_values, &segments, accumulator))
+    }
+}
+
+/// [`gemm`] always through the bit-level simulation of `accumulator` (what the fast path
+/// is tested against, and what its speed is compared with).
+pub fn gemm_simulated(a: &Quantized, b: &Quantized, accumulator: &Accumulator) -> Result<Array2<f32>> {
+    let (a_values, b_values) = operand_values(a, b)?;
+    let segments = segments(a.codes.ncols(), a.block.1, b.block.1);
+    Ok(simulated(a, b, &a_values, &b_values, &segments, accumulator))
+}
+
+/// The decoded values of both operands, once their inner dimensions agree.
+fn operand_values(a: &Quantized, b: &Quantized) -> Result<(Array2<f32>, Array2<f32>)> {
     let (m, k) = a.codes.dim();
     let (n, kb) = b.codes.dim();
     if k != kb {
         return Err(Error::shape("fp8 gemm", format!("a is [{m}, {k}] but b is [{n}, {kb}]: inner dimensions differ")));
     }
-    let segments = segments(k, a.block.1, b.block.1);
-    let a_values = a.values();
-    let b_values = b.values();
-    let (ar, _) = a.block;
-    let (br, _) = b.block;
+    Ok((a.values(), b.values()))
+}
+
+/// The largest exponent floor(log2 |v|) and the smallest exponent of a lowest set bit over
+/// the non-zero values (None when all are zero). Decoded FP8 values are normal f32s.
+fn exponent_span(values: &Array2<f32>) -> Option<(i32, i32)> {
+    values.iter().filter(|v| **v != 0.0).fold(None, |span, &v| {
+        let bits = v.to_bits();
+        let exp = ((bits >> 23) & 0xff) as i32 - 127;
+        let lsb = exp - 23 + ((bits & 0x7f_ffff) | 0x80_0000).trailing_zeros() as i32;
+        Some(span.map_or((exp, lsb), |(e, l): (i32, i32)| (e.max(exp), l.min(lsb))))
+    })
+}
+
+/// Whether every sum of up to `len` products `a[i][k] · b[j][k]` is exact in f64: each
+/// product is a multiple of 2^(lsb_a + lsb_b) below 2^(e_a + e_b + 2), so a sum of `len` of
+/// them needs at most (e_a + e_b + 2 + ⌈log2 len⌉) − (lsb_a + lsb_b) bits, in any order.
+/// E4M3 needs 36 + ⌈log2 len⌉ bits at worst, so this always holds for it below K = 2^17.
+fn sums_exact_in_f64(a: &Array2<f32>, b: &Array2<f32>, len: usize) -> bool {
+    match (exponent_span(a), exponent_span(b)) {
+        (Some((ea, la)), Some((eb, lb))) => {
+            let growth = usize::BITS - len.max(1).saturating_sub(1).leading_zeros();
+            ea + eb + 2 + growth as i32 - (la + lb) <= f64::MANTISSA_DIGITS as i32
+        }
+        _ => true, // an all-zero operand: every product is zero
+    }
+}
+
+/// Output rows per parallel task of the fast path.
+const ROWS_PER_TASK: usize = 32;
+
+/// The fast path: each promotion chunk of each segment summed exactly by an f64 product,
+/// rounded once to f32 (as the simulation reads a partial out), the chunks added in f32,
+/// then scaled and added into the output exactly as [`simulated`] does.
+fn exact_partials(
+    a: &Quantized,
+    b: &Quantized,
+    a_values: &Array2<f32>,
+    b_values: &Array2<f32>,
+    segments: &[(usize, usize)],
+    promote_every: Option<usize>,
+) -> Array2<f32> {
+    let (m, n) = (a_values.nrows(), b_values.nrows());
+    let a64 = a_values.mapv(f64::from);
+    let b64 = b_values.mapv(f64::from);
+    let (ar, br) = (a.block.0, b.block.0);
     let mut c = Array2::<f32>::zeros((m, n));
-    c.axis_iter_mut(ndarray::Axis(0)).into_par_iter().enumerate().for_each(|(i, mut row)| {
+    c.axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK).into_par_iter().enumerate().for_each(|(task, mut c_rows)| {
+        let r0 = task * ROWS_PER_TASK;
+        let a_rows = a64.slice(s![r0..r0 + c_rows.nrows(), ..]);
+        let mut partial = Array2::<f32>::zeros(c_rows.dim());
+        for (s, &(k0, k1)) in segments.iter().enumerate() {
+            let step = promote_every.unwrap_or(k1 - k0).max(1);
+            for (t, c0) in (k0..k1).step_by(step).enumerate() {
+                let c1 = (c0 + step).min(k1);
+                let exact = a_rows.slice(s![.., c0..c1]).dot(&b64.slice(s![.., c0..c1]).t());
+                Zip::from(&mut partial)
+                    .and(&exact)
+                    .for_each(|p, &x| *p = if t == 0 { x as f32 } else { *p + x as f32 });
+            }
+            Zip::indexed(&mut c_rows).and(&partial).for_each(|(i, j), out, &p| {
+                let scaled = p * a.scales[[(r0 + i) / ar, k0 / a.block.1]] * b.scales[[j / br, k0 / b.block.1]];
+                *out = if s == 0 { scaled } else { *out + scaled };
+            });
+        }
+    });
+    c
+}
+
+/// The bit-level path: every output's segments through `accumulator.dot`.
+fn simulated(
+    a: &Quantized,
+    b: &Quantized,
+    a_values: &Array2<f32>,
+    b_values: &Array2<f32>,
+    segments: &[(usize, usize)],
+    accumulator: &Accumulator,
+) -> Array2<f32> {
+    let (m, n) = (a_values.nrows(), b_values.nrows());
+    let (ar, br) = (a.block.0, b.block.0);
+    let mut c = Array2::<f32>::zeros((m, n));
+    c.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(i, mut row)| {
         let a_row = a_values.row(i);
         let a_row = a_row.as_slice().expect("standard layout");
         for (j, out) in row.iter_mut().enumerate() {
@@ -118,7 +219,7 @@ pub fn gemm(a: &Quantized, b: &Quantized, accumulator: &Accumulator) -> Result<A
             *out = acc;
         }
     });
-    Ok(c)
+    c
 }
 
 /// `[k0, k1)` ranges of K on which both operands' scales are constant.
@@ -144,7 +245,7 @@ pub fn matmul_nt_f64(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fp8::{Overflow, E4M3};
+    use crate::fp8::{Minifloat, Overflow, E4M3};
 
     #[test]
     fn segments_follow_both_operands() {
@@ -176,5 +277,61 @@ mod tests {
         assert_eq!(Scaling::Block.scale_shapes(4, 300, 300), ((4, 3), (3, 3)));
         let wrong = Scaling::Tensor.operands(E4M3, (a.clone(), Array2::ones((1, 2))), (b, Array2::ones((1, 1))));
         assert!(wrong.unwrap_err().to_string().contains("a_scale"));
+    }
+
+    /// Random codes of `format` over its whole finite range.
+    fn random_codes(format: Minifloat, rows: usize, cols: usize, seed: u64) -> Array2<u16> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Array2::from_shape_fn((rows, cols), |_| loop {
+            let code = rng.random_range(0..1u32 << format.bits());
+            if format.decode(code).is_finite() {
+                break code as u16;
+            }
+        })
+    }
+
+    #[test]
+    fn the_fast_path_gives_the_simulations_bits() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (m, n, k) = (37, 45, 300);
+        for (a_format, b_format) in [(E4M3, E4M3), (crate::fp8::E5M6, E4M3), (crate::fp8::E5M2, crate::fp8::E5M2)] {
+            for scaling in [Scaling::Tensor, Scaling::Block] {
+                let (sa, sb) = scaling.scale_shapes(m, n, k);
+                let scale = |shape: (usize, usize), rng: &mut rand_chacha::ChaCha8Rng| {
+                    Array2::from_shape_fn(shape, |_| 2f32.powf(rng.random_range(-12.0..4.0)))
+                };
+                let a = Quantized {
+                    format: a_format,
+                    block: scaling.granularities().0.block_shape(m, k),
+                    codes: random_codes(a_format, m, k, 1),
+                    scales: scale(sa, &mut rng),
+                };
+                let b = Quantized {
+                    format: b_format,
+                    block: scaling.granularities().1.block_shape(n, k),
+                    codes: random_codes(b_format, n, k, 2),
+                    scales: scale(sb, &mut rng),
+                };
+                for acc in [Accumulator::EXACT, Accumulator { promote_every: Some(32), ..Accumulator::EXACT }] {
+                    let fast = gemm(&a, &b, &acc).unwrap();
+                    let simulated = gemm_simulated(&a, &b, &acc).unwrap();
+                    let differ = fast.iter().zip(&simulated).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                    assert_eq!(differ, 0, "{a_format:?} × {b_format:?}, {scaling:?}, {acc:?}: {differ} outputs differ");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f64_sums_are_exact_for_e4m3_but_not_for_the_whole_e5m2_range() {
+        let values = |format: Minifloat, k: usize| random_codes(format, 4, k, 3).mapv(|c| format.decode(c as u32));
+        // E4M3 spans 2^-9 … 448: 36 bits per product, 12 more for K = 4096.
+        assert!(sums_exact_in_f64(&values(E4M3, 4096), &values(E4M3, 4096), 4096));
+        // E5M2 spans 2^-16 … 57,344: 64 bits per product, more than f64 holds.
+        let e5m2 = values(crate::fp8::E5M2, 512);
+        assert!(!sums_exact_in_f64(&e5m2, &e5m2, 512));
+        assert!(sums_exact_in_f64(&Array2::zeros((2, 2)), &e5m2.slice(s![..2, ..2]).to_owned(), 2));
     }
 }
