@@ -40,6 +40,11 @@ fn smooth(points: Vec<(f64, f64)>, window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// One run's training loss smoothed over `window` steps: `(step + 1, loss)`.
+pub fn smoothed_train_loss(run: &RunResult, window: usize) -> Vec<(f64, f64)> {
+    smooth(run.curve.iter().map(|p| ((p.step + 1) as f64, p.train_loss as f64)).collect(), window)
+}
+
 fn panel(
     title: &str,
     y: &str,

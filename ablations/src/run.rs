@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use v3lab_reference::balance::{expert_loads, max_vio};
 use v3lab_reference::data::{DataPosition, Loader};
 use v3lab_reference::mtp::speculative::generate_greedy;
-use v3lab_reference::train::config::{BalanceConfig, DataConfig, TrainConfig};
+use v3lab_reference::train::config::{BalanceConfig, DataConfig, Fp8Options, GemmPrecision, TrainConfig};
 use v3lab_reference::train::init::{init_params, INIT_STD};
 use v3lab_reference::train::objective::token_nll;
 use v3lab_reference::train::schedule::LrSchedule;
@@ -29,9 +29,40 @@ pub struct Variant {
     /// `(from_fraction_of_training, λ)`, ascending, the first from 0.
     pub mtp_lambda: Vec<(f64, f32)>,
     pub balance: BalanceConfig,
+    /// How the linear layers multiply (`train.json`'s `precision`; f32 but in `ablate-fp8`).
+    #[serde(default)]
+    pub precision: GemmPrecision,
+    /// The FP8 recipe's options (`train.json`'s `fp8`), with `precision` fp8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp8: Option<Fp8Options>,
 }
 
 impl Variant {
+    /// A variant in f32 (every study but `ablate-fp8`).
+    pub fn f32(name: &str, mtp_depth: usize, mtp_lambda: Vec<(f64, f32)>, balance: BalanceConfig) -> Variant {
+        Variant { name: name.into(), mtp_depth, mtp_lambda, balance, precision: GemmPrecision::F32, fp8: None }
+    }
+
+    /// Orders variants by the cost of a step (the study times its costliest to size runs):
+    /// MTP modules first, then the precision (a bit-level accumulator simulation is the
+    /// slowest, FP8 with exact accumulation next, then BF16's rounding).
+    pub fn cost_rank(&self) -> (usize, u8) {
+        let precision = match self.precision {
+            GemmPrecision::F32 => 0,
+            GemmPrecision::Bf16 => 1,
+            GemmPrecision::Fp8 => {
+                let accumulator = self.fp8.clone().unwrap_or_default().accumulator;
+                let exact = v3lab_reference::fp8::Accumulator::preset(&accumulator).is_some_and(|a| a.adds_exactly());
+                if exact {
+                    2
+                } else {
+                    3
+                }
+            }
+        };
+        (self.mtp_depth, precision)
+    }
+
     pub fn lambda_at(&self, step: usize, steps: usize) -> f32 {
         let at = step as f64 / steps.max(1) as f64;
         self.mtp_lambda.iter().rev().find(|(from, _)| at >= *from).map_or(0.0, |(_, l)| *l)
@@ -109,6 +140,8 @@ fn train_config(spec: &PresetSpec, variant: &Variant, seed: u64, steps: usize) -
         eval_every: 0,
         eval_batches: 0,
         checkpoint_every: 0,
+        precision: variant.precision,
+        fp8: variant.fp8.clone(),
     }
 }
 

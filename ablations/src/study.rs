@@ -151,7 +151,7 @@ fn steps_for(engine: &Engine, spec: &PresetSpec, study: &Study, data: &Tokenized
     };
     // Time the costliest variant on this machine: two short runs, whose difference leaves
     // out what every run pays once (initialisation, the final evaluation).
-    let probe = study.variants.iter().max_by_key(|v| v.mtp_depth).expect("a study has variants");
+    let probe = study.variants.iter().max_by_key(|v| v.cost_rank()).expect("a study has variants");
     let hidden = ProgressBar::hidden();
     let probe_spec = PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() };
     let time = |steps: usize| -> Result<f64> {

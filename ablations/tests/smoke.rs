@@ -134,3 +134,35 @@ fn ablate_balance_scope_smoke() {
         assert!((mean - 1.0).abs() < 1e-9, "relative loads average to 1, got {mean}");
     }
 }
+
+#[test]
+fn ablate_fp8_smoke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (results, report) = run_study("ablate-fp8", env!("CARGO_BIN_EXE_ablate-fp8"), tmp.path());
+    assert_eq!(rerendered("ablate-fp8", env!("CARGO_BIN_EXE_ablate-fp8"), tmp.path()), report);
+    assert!(report.contains("### Relative loss gap to BF16") && report.contains("0.25%"));
+    // Each variant's configuration says its precision, as train.json would.
+    let configs = results["configs"].as_array().unwrap();
+    let precision = |v: &str| {
+        let c = configs.iter().find(|c| c["variant"]["name"] == v).unwrap();
+        (c["train"]["precision"].clone(), c["train"]["fp8"].clone())
+    };
+    assert_eq!(precision("bf16").0, "bf16");
+    assert_eq!(precision("fp8-h100-no-promotion").1["accumulator"], "h100");
+    assert_eq!(precision("fp8-tensor-scaling").1["scaling"], "tensor");
+    // The precision reached the GEMMs: from the same weights on the same batches every
+    // variant's training curve differs from every other's, but stays near f32's (each
+    // format's rounding moves a loss of ~5 nats by a few percent at most).
+    let curve = |v: &str, seed: u64| -> Vec<f64> {
+        let run = results["runs"].as_array().unwrap().iter().find(|r| r["variant"] == v && r["seed"] == seed).unwrap();
+        run["curve"].as_array().unwrap().iter().map(|p| p["train_loss"].as_f64().unwrap()).collect()
+    };
+    let names = ["f32", "bf16", "fp8", "fp8-h100-no-promotion", "fp8-tensor-scaling", "fp8-gradient-blocks"];
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            assert_ne!(curve(a, 0), curve(b, 0), "{a} and {b} trained identically");
+        }
+        let first_gap = (curve(a, 0)[0] - curve("f32", 0)[0]).abs() / curve("f32", 0)[0];
+        assert!(first_gap < 0.05, "{a}: first loss {first_gap} away from f32's");
+    }
+}

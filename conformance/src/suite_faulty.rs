@@ -15,6 +15,7 @@
 use ndarray::{ArrayD, ArrayViewD};
 use v3lab_reference::backend::prelude::*;
 use v3lab_reference::backend::{AdamWStep, Dispatch, Routing};
+use v3lab_reference::fp8::LinearPrecision;
 use v3lab_reference::{CpuBackend, Result, RouteSpec};
 
 /// `CpuBackend` with the operation named `fault` made wrong (none: the plain reference,
@@ -132,6 +133,7 @@ relay_as_is! {
     impl<'a, 'c> for &'a [&'c ArrayD<f32>];
     impl<'a> for Option<&'a ArrayD<f32>>;
     impl<'a> for &'a RouteSpec;
+    impl<'a> for &'a LinearPrecision;
     impl<'a> for &'a AdamWStep;
     impl<'a> for ArrayViewD<'a, f32>;
     impl<'a> for ArrayViewD<'a, f64>;

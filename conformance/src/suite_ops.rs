@@ -148,6 +148,37 @@ pub fn check_products<B: Backend>(b: &B) {
     }
 }
 
+/// The mixed-precision linear (`linear_mixed`, `linear_backward_mixed`) in BF16 and in the
+/// FP8 recipe (E4M3, and E5M6 for the attention output), against the CPU's host simulation.
+/// A backend with real FP8 GEMMs must agree to f32 reduction error: the recipe fixes the
+/// codes, the scales and where the sum is promoted, and within a promotion the default
+/// accumulator adds exactly.
+pub fn check_mixed_products<B: Backend>(b: &B) {
+    use v3lab_reference::fp8::{Fp8Linear, LinearPrecision};
+    let mut rng = rng_for("mixed_products");
+    let precisions = [
+        ("bf16", LinearPrecision::Bf16),
+        ("fp8", LinearPrecision::Fp8(Fp8Linear::default())),
+        ("fp8 attention output", LinearPrecision::Fp8(Fp8Linear::attention_output())),
+    ];
+    for (lead, k, m) in [(vec![1], 1, 1), (vec![7], 33, 5), (vec![2, 70], 257, 130)] {
+        let mut xs = lead.clone();
+        xs.push(k);
+        let mut ys = lead.clone();
+        ys.push(m);
+        let (x, w, dy) = (rand_array(&mut rng, &xs), rand_array(&mut rng, &[m, k]), rand_array(&mut rng, &ys));
+        for (name, precision) in &precisions {
+            let want = CPU.linear_mixed(&x, &w, precision).unwrap();
+            let got = b.linear_mixed(&up(b, &x), &up(b, &w), precision).unwrap();
+            expect_close(b, &format!("linear_mixed {name} {xs:?}·[{m},{k}]ᵀ"), &got, &want, F32_REDUCTION);
+            let (want_dx, want_dw) = CPU.linear_backward_mixed(&x, &w, &dy, precision).unwrap();
+            let (dx, dw) = b.linear_backward_mixed(&up(b, &x), &up(b, &w), &up(b, &dy), precision).unwrap();
+            expect_close(b, &format!("linear_backward_mixed {name} dx {xs:?}"), &dx, &want_dx, F32_REDUCTION);
+            expect_close(b, &format!("linear_backward_mixed {name} dw [{m},{k}]"), &dw, &want_dw, F32_REDUCTION);
+        }
+    }
+}
+
 /// RMSNorm (output and reciprocal RMS) and SwiGLU.
 pub fn check_norm_swiglu<B: Backend>(b: &B) {
     let mut rng = rng_for("norm_swiglu");

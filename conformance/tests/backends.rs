@@ -10,6 +10,7 @@ conformance_tests! {
     layout: check_layout, ["upload", "download", "download_f64", "upload_f64", "zeros", "reshape", "permute", "narrow", "concat", "expand", "write_at"];
     elementwise: check_elementwise, ["add", "mul", "scale", "sum_axis"];
     products: check_products, ["linear", "matmul", "linear_backward:0", "linear_backward:1"];
+    mixed_products: check_mixed_products, ["linear_mixed", "linear_backward_mixed:0", "linear_backward_mixed:1"];
     norm_swiglu: check_norm_swiglu, ["rms_norm_forward:0", "rms_norm_forward:1", "swiglu_forward"];
     rope: check_rope, ["rope_forward", "rope_backward"];
     embedding_rows: check_embedding_rows, ["upload_indices", "embedding_forward", "gather_rows", "scatter_add_rows"];
@@ -18,7 +19,7 @@ conformance_tests! {
     route: check_route, ["route:0", "route:1", "route:2"];
     dispatch: check_dispatch, ["download_indices", "expert_dispatch:0", "expert_dispatch:1", "expert_dispatch:2"];
     moe: check_moe, ["sum_axis", "gather_rows"];
-    mla: check_mla, ["rope_forward", "linear"];
+    mla: check_mla, ["rope_forward", "linear_mixed"];
     random_model: check_random_model, ["latent_attention_forward", "embedding_forward"];
     goldens: check_goldens, ["rms_norm_forward"];
     norm_act_backward: check_norm_act_backward, ["rms_norm_backward:0", "rms_norm_backward:1", "swiglu_backward:0", "swiglu_backward:1"];

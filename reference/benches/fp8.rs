@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::time::Duration;
 use v3lab_reference::backend::prelude::*;
-use v3lab_reference::fp8::{Accumulator, Fp8Linear};
+use v3lab_reference::fp8::{quantize, Accumulator, Fp8Linear, Granularity, ScaleMode, E4M3};
 use v3lab_reference::{CpuBackend, ModelConfig};
 
 const TOKENS: usize = 8 * 256;
@@ -36,19 +36,29 @@ fn fprop(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("f32 linear", id(TOKENS)), |bench| {
         bench.iter(|| CpuBackend.linear(&xd, &wd).unwrap())
     });
-    let exact = Fp8Linear {
-        accumulator: Accumulator { promote_every: Some(128), ..Accumulator::EXACT },
-        ..Fp8Linear::default()
-    };
+    let exact = Fp8Linear::default(); // exact within each 128, promoted
     group.bench_function(BenchmarkId::new("fp8, exact within 128", id(TOKENS)), |bench| {
-        bench.iter(|| exact.forward(x.view(), w.view()))
+        bench.iter(|| exact.forward(x.view(), w.view()).unwrap())
     });
     let h100 = Fp8Linear { accumulator: Accumulator::H100_PROMOTE_128, ..Fp8Linear::default() };
     let few = x.slice(ndarray::s![..SIMULATED_TOKENS, ..]).to_owned();
     group.throughput(Throughput::Elements((SIMULATED_TOKENS * k) as u64));
     group.bench_function(BenchmarkId::new("fp8, h100-promote-128 (bit level)", id(SIMULATED_TOKENS)), |bench| {
-        bench.iter(|| h100.forward(few.view(), w.view()))
+        bench.iter(|| h100.forward(few.view(), w.view()).unwrap())
     });
+    group.finish();
+
+    // The steps of the fast path alone, on the activation x [TOKENS, K].
+    let mut group = c.benchmark_group("fp8 steps");
+    group.throughput(Throughput::Elements((TOKENS * k) as u64));
+    group.bench_function(BenchmarkId::new("quantize 1x128 tiles", id(TOKENS)), |bench| {
+        bench.iter(|| quantize(x.view(), E4M3, Granularity::Tile(128), ScaleMode::F32))
+    });
+    group.bench_function(BenchmarkId::new("quantize transposed (128x1 tiles)", id(TOKENS)), |bench| {
+        bench.iter(|| quantize(x.t(), E4M3, Granularity::Tile(128), ScaleMode::F32))
+    });
+    let q = quantize(x.view(), E4M3, Granularity::Tile(128), ScaleMode::F32);
+    group.bench_function(BenchmarkId::new("decode to f64", id(TOKENS)), |bench| bench.iter(|| q.values_f64()));
     group.finish();
 }
 

@@ -101,18 +101,20 @@ fn paper_recipe_is_within_format_bounds() {
     let e5m6 = Fp8Linear::attention_output();
     for (name, cfg, extra) in [
         ("exact", Fp8Linear { accumulator: Accumulator::EXACT, ..e4m3 }, 0.0),
-        ("promote-128", e4m3, promoted),
-        ("attention-output (E5M6 inputs)", e5m6, promoted),
+        ("the recipe's default (exact-promote-128)", e4m3, 0.0),
+        ("promote-128", Fp8Linear { accumulator: Accumulator::PROMOTE_128, ..e4m3 }, promoted),
+        ("h100-promote-128", Fp8Linear { accumulator: Accumulator::H100_PROMOTE_128, ..e4m3 }, promoted),
+        ("attention-output (E5M6 inputs)", e5m6, 0.0),
     ] {
         let ux = if cfg.activation_format == E5M6 { E5M6_UNIT } else { E4M3_UNIT };
         let rel = |k: usize, ua: f64, ub: f64| both(ua, ub) + extra + f32_gemm_bound(k);
-        let y = cfg.forward(x.view(), w.view());
+        let y = cfg.forward(x.view(), w.view()).unwrap();
         check(&format!("fprop {name}"), &y, &x, &w, rel(d_in, ux, E4M3_UNIT));
         let wt = w.t().to_owned();
-        let dx = cfg.backward_input(dy.view(), w.view());
+        let dx = cfg.backward_input(dy.view(), w.view()).unwrap();
         check(&format!("dgrad {name}"), &dx, &dy, &wt, rel(d_out, E4M3_UNIT, E4M3_UNIT));
         let (dyt, xt) = (dy.t().to_owned(), x.t().to_owned());
-        let dw = cfg.backward_weight(dy.view(), x.view());
+        let dw = cfg.backward_weight(dy.view(), x.view()).unwrap();
         check(&format!("wgrad {name}"), &dw, &dyt, &xt, rel(t, E4M3_UNIT, ux));
     }
 }
@@ -133,10 +135,43 @@ fn f32_and_lossless_fp8_variants_agree() {
         ..Fp8Linear::default()
     });
     for (name, v) in [("f32", LinearPrecision::F32), ("fp8 lossless", fp8)] {
-        let y = v.forward(x.view(), w.view());
+        let y = v.forward(x.view(), w.view()).unwrap();
         check(&format!("{name} forward"), &y, &x, &w, f32_gemm_bound(d_in));
-        let (dx, dw) = v.backward(dy.view(), x.view(), w.view());
+        let (dx, dw) = v.backward(dy.view(), x.view(), w.view()).unwrap();
         check(&format!("{name} dx"), &dx, &dy, &w.t().to_owned(), f32_gemm_bound(d_out));
         check(&format!("{name} dw"), &dw, &dy.t().to_owned(), &x.t().to_owned(), f32_gemm_bound(t));
     }
+}
+
+/// The paper's BF16 baseline through the `Backend` seam the model uses: `linear_mixed` and
+/// `linear_backward_mixed` with `Bf16` are the f64 products of the inputs rounded by the
+/// `half` crate, up to f32 accumulation, and within BF16's unit roundoff (2⁻⁸ per operand)
+/// of the unrounded products.
+#[test]
+fn bf16_through_the_backend_is_the_product_of_rounded_inputs() {
+    use v3lab_reference::backend::prelude::*;
+    let b = v3lab_reference::CpuBackend::default();
+    let mut rng = StdRng::seed_from_u64(8);
+    let (t, d_in, d_out) = (70, 200, 33);
+    let x = rand_matrix(&mut rng, t, d_in, 0.01, 3.0);
+    let w = rand_matrix(&mut rng, d_out, d_in, 0.01, 3.0);
+    let dy = rand_matrix(&mut rng, t, d_out, 0.01, 3.0);
+    let bf16 = |a: &Array2<f32>| a.mapv(|v| half::bf16::from_f32(v).to_f32());
+    let on = |a: &Array2<f32>| b.upload(a.view().into_dyn()).unwrap();
+    let off = |a: ndarray::ArrayD<f32>| a.into_dimensionality::<ndarray::Ix2>().unwrap();
+    let y = off(b.linear_mixed(&on(&x), &on(&w), &LinearPrecision::Bf16).unwrap());
+    let (dx, dw) = b.linear_backward_mixed(&on(&x), &on(&w), &on(&dy), &LinearPrecision::Bf16).unwrap();
+    let (dx, dw) = (off(dx), off(dw));
+    let (wt, dyt, xt) = (w.t().to_owned(), dy.t().to_owned(), x.t().to_owned());
+    check("bf16 forward, rounded inputs", &y, &bf16(&x), &bf16(&w), f32_gemm_bound(d_in));
+    check("bf16 dx, rounded inputs", &dx, &bf16(&dy), &bf16(&wt), f32_gemm_bound(d_out));
+    check("bf16 dw, rounded inputs", &dw, &bf16(&dyt), &bf16(&xt), f32_gemm_bound(t));
+    let unit = 2f64.powi(-8);
+    let rel = |k: usize| 2.0 * unit + unit * unit + f32_gemm_bound(k);
+    check("bf16 forward", &y, &x, &w, rel(d_in));
+    check("bf16 dx", &dx, &dy, &wt, rel(d_out));
+    check("bf16 dw", &dw, &dyt, &xt, rel(t));
+    // …and not the f32 product: the rounding happened.
+    let exact = b.linear(&on(&x), &on(&w)).unwrap();
+    assert!(off(exact).iter().zip(y.iter()).any(|(a, c)| a != c));
 }

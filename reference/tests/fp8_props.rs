@@ -216,3 +216,51 @@ fn fourteen_bit_accumulator_by_hand() {
         assert_eq!(promoted.dot(&a, &b), exact);
     }
 }
+
+/// f32 bit patterns spread over every exponent (a stride through all 2^32), plus every
+/// pattern around each format's subnormal quantum, smallest normal and largest finite value
+/// (where the fast encoder switches rule or saturates), plus the specials.
+fn encoder_inputs(format: Minifloat) -> Vec<f32> {
+    let mut xs: Vec<f32> = (0..=u32::MAX).step_by(4099).map(f32::from_bits).collect();
+    for edge in [format.min_subnormal(), format.min_subnormal() * 0.5, 2f32.powi(1 - format.bias), format.max_finite()]
+    {
+        let bits = edge.to_bits();
+        for d in 0..=4096u32 {
+            for b in [bits.wrapping_add(d), bits.wrapping_sub(d)] {
+                xs.push(f32::from_bits(b));
+                xs.push(-f32::from_bits(b));
+            }
+        }
+    }
+    xs.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN_POSITIVE, 1e-45]);
+    xs
+}
+
+#[test]
+fn the_fast_saturating_encoder_is_the_codec() {
+    use v3lab_reference::fp8::codec::SaturatingEncoder;
+    // BF16 shares f32's exponent range, so its rounding is `round_to_bf16` (next test).
+    for format in [E4M3, E5M2, E5M6] {
+        let fast = SaturatingEncoder::new(format);
+        for x in encoder_inputs(format) {
+            let (want, got) = (format.encode(x, Overflow::Saturate), fast.encode(x));
+            assert_eq!(
+                got,
+                want,
+                "{format:?}: {x:e} ({:#010x}) encodes to {got:#x}, the codec says {want:#x}",
+                x.to_bits()
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_rounding_on_the_bits_is_the_codec() {
+    for x in encoder_inputs(BF16) {
+        let (want, got) = (BF16.round(x, Overflow::NonSaturating), v3lab_reference::fp8::round_to_bf16(x));
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{x:e}: {got:e} vs the codec's {want:e}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use v3lab_reference::backend::prelude::*;
 use v3lab_reference::backend::{CpuBackendF64, RouteSpec, ScoreFunc};
+use v3lab_reference::fp8::LinearPrecision::F32;
 use v3lab_reference::mla::{Mla, Step};
 use v3lab_reference::model::block_forward;
 use v3lab_reference::model::params::{Layout, MlaParams, MlpParams, QueryParams, TryMap};
@@ -223,10 +224,10 @@ proptest! {
         let (b, mut rng) = (CpuBackendF64, StdRng::seed_from_u64(seed));
         let p = MlpParams { w1: random(&mut rng, &[6, 4], 0.7), w2: random(&mut rng, &[4, 6], 0.7), w3: random(&mut rng, &[6, 4], 0.7) };
         let (x, r) = (random(&mut rng, &[rows, 4], 1.0), random(&mut rng, &[rows, 4], 1.0));
-        let saved = mlp_forward(&b, &p, &x, true).unwrap().1.unwrap();
-        let (dx, g) = mlp_backward(&b, &p, &r, &saved).unwrap();
+        let saved = mlp_forward(&b, &F32, &p, &x, true).unwrap().1.unwrap();
+        let (dx, g) = mlp_backward(&b, &F32, &p, &r, &saved).unwrap();
         let (inputs, grads) = ([vec![x], vec![p.w1.clone(), p.w2.clone(), p.w3.clone()]].concat(), vec![dx, g.w1, g.w2, g.w3]);
-        let f = |v: &[T]| Some(dot(&mlp_forward(&b, &MlpParams { w1: v[1].clone(), w2: v[2].clone(), w3: v[3].clone() }, &v[0], false).unwrap().0, &r));
+        let f = |v: &[T]| Some(dot(&mlp_forward(&b, &F32, &MlpParams { w1: v[1].clone(), w2: v[2].clone(), w3: v[3].clone() }, &v[0], false).unwrap().0, &r));
         fd_check("mlp", &inputs, &grads, f, &mut rng);
     }
 

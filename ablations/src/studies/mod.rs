@@ -1,7 +1,9 @@
-//! The three studies of the paper's §4.5, as values the binaries run.
+//! The studies, as values the binaries run: the three of the paper's §4.5 and FP8 training
+//! (§3.3, Figure 10).
 
 pub mod aux_free;
 pub mod balance_scope;
+pub mod fp8;
 pub mod mtp;
 
 use v3lab_reference::balance::AuxLoss;
@@ -13,10 +15,5 @@ pub const V3_BALANCE: BalanceConfig = BalanceConfig { bias_gamma: 0.001, aux: Au
 
 /// A variant without MTP that differs only in how it balances the experts.
 pub(crate) fn balancing(name: &str, bias_gamma: f32, aux: AuxLoss, aux_alpha: f32) -> crate::run::Variant {
-    crate::run::Variant {
-        name: name.into(),
-        mtp_depth: 0,
-        mtp_lambda: vec![(0.0, 0.0)],
-        balance: BalanceConfig { bias_gamma, aux, aux_alpha },
-    }
+    crate::run::Variant::f32(name, 0, vec![(0.0, 0.0)], BalanceConfig { bias_gamma, aux, aux_alpha })
 }

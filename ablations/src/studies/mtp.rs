@@ -14,13 +14,8 @@ pub fn study() -> Study {
         name: "ablate-mtp",
         title: "Multi-token prediction (DeepSeek-V3 §4.5.1)",
         variants: vec![
-            Variant { name: "baseline".into(), mtp_depth: 0, mtp_lambda: vec![(0.0, 0.0)], balance: V3_BALANCE },
-            Variant {
-                name: "mtp".into(),
-                mtp_depth: 1,
-                mtp_lambda: vec![(0.0, 0.3), (2.0 / 3.0, 0.1)],
-                balance: V3_BALANCE,
-            },
+            Variant::f32("baseline", 0, vec![(0.0, 0.0)], V3_BALANCE),
+            Variant::f32("mtp", 1, vec![(0.0, 0.3), (2.0 / 3.0, 0.1)], V3_BALANCE),
         ],
         paper: PAPER,
         analyse,

@@ -37,7 +37,7 @@
 mod family;
 
 mod attention;
-mod cpu;
+pub(crate) mod cpu;
 mod elementwise;
 mod layout;
 mod linalg;

@@ -13,6 +13,7 @@
 
 use crate::backend::{RouteSpec, ScoreFunc};
 use crate::error::{Error, Result};
+use crate::fp8::Precision;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -99,6 +100,10 @@ pub struct ModelConfig {
     pub n_mtp_layers: usize,
     pub tie_word_embeddings: bool,
     pub quantization: Option<Fp8Quantization>,
+    /// How the linear layers multiply (f32, BF16 or FP8, §3.3): a runtime choice, as the
+    /// public `model.py` keeps `dtype` in its `ModelArgs`. Never read from or written to
+    /// `config.json`; training sets it from `train.json`'s `precision`.
+    pub precision: Precision,
 }
 
 /// Internal name → released `config.json` name, for error messages about released files.
@@ -288,6 +293,7 @@ impl ModelConfig {
             n_mtp_layers: f.usize_or("n_mtp_layers", Some(0))?,
             tie_word_embeddings: false,
             quantization: None,
+            precision: Precision::F32,
         })
     }
 

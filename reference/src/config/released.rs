@@ -293,6 +293,7 @@ impl ModelConfig {
             n_mtp_layers: f.usize_or("num_nextn_predict_layers", Some(0))?,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
             quantization,
+            precision: crate::fp8::Precision::F32,
         })
     }
 

@@ -118,10 +118,20 @@ pub struct Accumulator {
     pub promote_every: Option<usize>,
 }
 
-/// The named presets of the CLI and the study: the two references, the four fitted to
+/// The named presets of the CLI and the study: the three references, the four fitted to
 /// hardware, then the three hypotheses built from the paper's description.
-pub const PRESETS: [&str; 9] =
-    ["exact", "fp32", "h100", "h100-promote-128", "ada", "b200", "fast-accum", "promote-128", "fast-accum-aligned"];
+pub const PRESETS: [&str; 10] = [
+    "exact",
+    "exact-promote-128",
+    "fp32",
+    "h100",
+    "h100-promote-128",
+    "ada",
+    "b200",
+    "fast-accum",
+    "promote-128",
+    "fast-accum-aligned",
+];
 
 /// Where a preset comes from: measured on a chip, or a reading of a description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +158,7 @@ impl Provenance {
 /// The provenance of the preset `name` (None for an unknown name).
 pub fn provenance(name: &str) -> Option<Provenance> {
     Some(match name {
-        "exact" | "fp32" => Provenance::Reference,
+        "exact" | "exact-promote-128" | "fp32" => Provenance::Reference,
         "h100" => Provenance::Measured(
             "H100: 5,000/5,000 mma.sync m16n8k32 E4M3 dot products and 16,384/16,384 outputs of \
              torch._scaled_mm (cuBLAS, use_fast_accum=True, K = 4096), bit for bit",
@@ -187,6 +197,13 @@ impl Accumulator {
         acc_rounding: Rounding::NearestEven,
         promote_every: None,
     };
+
+    /// The paper's promotion on an ideal tensor core: each run of N_C = 128 products summed
+    /// exactly, rounded to f32 and added into the f32 total. With 1×128 scales every segment
+    /// is one such run, so this is the FP8 training recipe less the chip's own truncation
+    /// (which [`Accumulator::H100_PROMOTE_128`] adds, at bit-level cost), and it runs at BLAS
+    /// speed (`gemm`'s exact f64 partials).
+    pub const EXACT_PROMOTE_128: Accumulator = Accumulator { promote_every: Some(128), ..Accumulator::EXACT };
 
     /// Sequential FP32: `acc = fl32(acc + a·b)` product after product (the products are
     /// exact in f32, so this is also FMA order).
@@ -256,6 +273,7 @@ impl Accumulator {
     pub fn preset(name: &str) -> Option<Accumulator> {
         Some(match name {
             "exact" => Accumulator::EXACT,
+            "exact-promote-128" => Accumulator::EXACT_PROMOTE_128,
             "fp32" => Accumulator::FP32,
             "fast-accum" => Accumulator::FAST_ACCUM,
             "promote-128" => Accumulator::PROMOTE_128,

@@ -178,6 +178,73 @@ impl Minifloat {
     }
 }
 
+/// [`Minifloat::encode`] with [`Overflow::Saturate`], specialised to one format: the same
+/// bit patterns (tested against it on every format), an order of magnitude faster, for
+/// quantizing every GEMM input of a training step. Normal targets round the f32 mantissa
+/// in place (the carry may move the exponent, as it should); targets in the subnormal range
+/// share one quantum, so `x / quantum` (exact: a power of two) is rounded to an integer.
+#[derive(Debug, Clone, Copy)]
+pub struct SaturatingEncoder {
+    /// f32 bits of the smallest normal value of the format.
+    min_normal_bits: u32,
+    /// Mantissa bits f32 has beyond the format's.
+    shift: u32,
+    /// f32's biased exponent minus the format's, in place above the mantissa.
+    rebias: u32,
+    /// 1 / the subnormal quantum, a power of two.
+    inv_quantum: f32,
+    max_finite_bits: u32,
+    /// The sign bit's position in the format.
+    sign_position: u32,
+    /// The NaN pattern without its sign.
+    nan_magnitude: u32,
+}
+
+impl SaturatingEncoder {
+    pub fn new(format: Minifloat) -> Self {
+        let m = format.mantissa_bits;
+        assert!(m < 23 && format.bias < 127 && format.bias > 0, "{format:?}: not a narrower format than f32");
+        let min_normal_exp = 1 - format.bias;
+        SaturatingEncoder {
+            min_normal_bits: ((min_normal_exp + 127) as u32) << 23,
+            shift: 23 - m,
+            rebias: ((127 - format.bias) as u32) << m,
+            inv_quantum: 2f32.powi(format.bias - 1 + m as i32),
+            max_finite_bits: format.max_finite_bits(),
+            sign_position: format.exponent_bits + m,
+            nan_magnitude: format.nan_bits(false),
+        }
+    }
+
+    /// Branch-free (every rule computed, one selected), so that loops over it vectorise.
+    #[inline]
+    pub fn encode(&self, x: f32) -> u32 {
+        let bits = x.to_bits();
+        let sign = (bits >> 31) << self.sign_position;
+        let magnitude_bits = bits & 0x7fff_ffff;
+        let half_minus_one = (1u32 << (self.shift - 1)) - 1;
+        let odd = (magnitude_bits >> self.shift) & 1;
+        let normal = ((magnitude_bits + half_minus_one + odd) >> self.shift).wrapping_sub(self.rebias);
+        let subnormal = (f32::from_bits(magnitude_bits) * self.inv_quantum).round_ties_even() as u32;
+        let magnitude =
+            if magnitude_bits >= self.min_normal_bits { normal.min(self.max_finite_bits) } else { subnormal };
+        let magnitude = if magnitude_bits > 0x7f80_0000 { self.nan_magnitude } else { magnitude };
+        sign | magnitude
+    }
+}
+
+/// `x` rounded to BF16 (nearest, ties to even; overflow to infinity, NaN kept): the same
+/// value as `BF16.round(x, Overflow::NonSaturating)`, on the f32 bits directly (BF16 is
+/// f32's upper half), fast enough for every GEMM input of a training step.
+pub fn round_to_bf16(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let bits = x.to_bits();
+    let round_bit = (bits >> 16) & 1;
+    f32::from_bits(bits.wrapping_add(0x7fff + round_bit) & 0xffff_0000)
+}
+
 /// `value / 2^shift` rounded to nearest, ties to even (`shift ≤ 0` multiplies exactly).
 fn round_shift_nearest_even(value: u64, shift: i32) -> u64 {
     if shift <= 0 {

@@ -18,6 +18,7 @@
 use super::accumulate::Accumulator;
 use super::codec::Minifloat;
 use super::scaling::{Granularity, Quantized, BLOCK};
+use crate::backend::cpu::product::product;
 use crate::error::{Error, Result};
 use ndarray::{s, Array2, Axis, Zip};
 use rayon::prelude::*;
@@ -91,18 +92,22 @@ impl Scaling {
 /// `accumulator` says. Errors when the inner dimensions differ.
 ///
 /// Where the accumulator adds exactly between promotions (`exact`, or any model that keeps
-/// every bit) and the operands' values make every partial sum exact in f64, the partials
-/// come from f64 matrix products: the same bits as [`gemm_simulated`], at BLAS speed.
-/// Everything else runs the bit-level simulation.
+/// every bit), the partials come from f64 matrix products: the same bits as
+/// [`gemm_simulated`], at BLAS speed. When the operands' values make every partial sum exact
+/// in f64 (E4M3 always does) that is immediate; otherwise (E5M6's 36 binades) each f64
+/// partial carries an error bound, and the rare output whose rounding to f32 the bound
+/// leaves undecided is summed exactly on its own. Every other accumulator runs the
+/// bit-level simulation.
 pub fn gemm(a: &Quantized, b: &Quantized, accumulator: &Accumulator) -> Result<Array2<f32>> {
-    let (a_values, b_values) = operand_values(a, b)?;
+    check_inner(a, b)?;
     let segments = segments(a.codes.ncols(), a.block.1, b.block.1);
     let longest = segments.iter().map(|&(k0, k1)| k1 - k0).max().unwrap_or(0);
     let chunk = accumulator.promote_every.map_or(longest, |nc| nc.clamp(1, longest.max(1)));
-    if accumulator.adds_exactly() && sums_exact_in_f64(&a_values, &b_values, chunk) {
-        Ok(exact_partials(a, b, &a_values, &b_values, &segments, accumulator.promote_every))
+    if accumulator.adds_exactly() {
+        let exact_in_f64 = sums_exact_in_f64(&code_span(a), &code_span(b), chunk);
+        Ok(exact_partials(a, b, &segments, accumulator.promote_every, exact_in_f64))
     } else {
-        Ok(simulated(a, b, &a_values, &b_values, &segments, accumulator))
+        Ok(simulated(a, b, &a.values(), &b.values(), &segments, accumulator))
     }
 }
 
@@ -114,20 +119,31 @@ pub fn gemm_simulated(a: &Quantized, b: &Quantized, accumulator: &Accumulator) -
     Ok(simulated(a, b, &a_values, &b_values, &segments, accumulator))
 }
 
-/// The decoded values of both operands, once their inner dimensions agree.
-fn operand_values(a: &Quantized, b: &Quantized) -> Result<(Array2<f32>, Array2<f32>)> {
-    let (m, k) = a.codes.dim();
-    let (n, kb) = b.codes.dim();
+/// An error unless the operands' inner dimensions agree.
+fn check_inner(a: &Quantized, b: &Quantized) -> Result<()> {
+    let ((m, k), (n, kb)) = (a.codes.dim(), b.codes.dim());
     if k != kb {
         return Err(Error::shape("fp8 gemm", format!("a is [{m}, {k}] but b is [{n}, {kb}]: inner dimensions differ")));
     }
+    Ok(())
+}
+
+/// The decoded values of both operands, once their inner dimensions agree.
+fn operand_values(a: &Quantized, b: &Quantized) -> Result<(Array2<f32>, Array2<f32>)> {
+    check_inner(a, b)?;
     Ok((a.values(), b.values()))
 }
 
 /// The largest exponent floor(log2 |v|) and the smallest exponent of a lowest set bit over
-/// the non-zero values (None when all are zero). Decoded FP8 values are normal f32s.
-fn exponent_span(values: &Array2<f32>) -> Option<(i32, i32)> {
-    values.iter().filter(|v| **v != 0.0).fold(None, |span, &v| {
+/// the non-zero values of `q` (None when all are zero), read off the distinct codes present
+/// (decoded FP8 values are normal f32s).
+fn code_span(q: &Quantized) -> Option<(i32, i32)> {
+    let mut present = vec![false; 1 << q.format.bits()];
+    for &c in &q.codes {
+        present[c as usize] = true;
+    }
+    let values = present.iter().enumerate().filter(|(_, &p)| p).map(|(c, _)| q.format.decode(c as u32));
+    values.filter(|v| *v != 0.0).fold(None, |span, v| {
         let bits = v.to_bits();
         let exp = ((bits >> 23) & 0xff) as i32 - 127;
         let lsb = exp - 23 + ((bits & 0x7f_ffff) | 0x80_0000).trailing_zeros() as i32;
@@ -139,8 +155,8 @@ fn exponent_span(values: &Array2<f32>) -> Option<(i32, i32)> {
 /// product is a multiple of 2^(lsb_a + lsb_b) below 2^(e_a + e_b + 2), so a sum of `len` of
 /// them needs at most (e_a + e_b + 2 + ⌈log2 len⌉) − (lsb_a + lsb_b) bits, in any order.
 /// E4M3 needs 36 + ⌈log2 len⌉ bits at worst, so this always holds for it below K = 2^17.
-fn sums_exact_in_f64(a: &Array2<f32>, b: &Array2<f32>, len: usize) -> bool {
-    match (exponent_span(a), exponent_span(b)) {
+fn sums_exact_in_f64(a: &Option<(i32, i32)>, b: &Option<(i32, i32)>, len: usize) -> bool {
+    match (*a, *b) {
         (Some((ea, la)), Some((eb, lb))) => {
             let growth = usize::BITS - len.max(1).saturating_sub(1).leading_zeros();
             ea + eb + 2 + growth as i32 - (la + lb) <= f64::MANTISSA_DIGITS as i32
@@ -149,45 +165,89 @@ fn sums_exact_in_f64(a: &Array2<f32>, b: &Array2<f32>, len: usize) -> bool {
     }
 }
 
-/// Output rows per parallel task of the fast path.
-const ROWS_PER_TASK: usize = 32;
-
-/// The fast path: each promotion chunk of each segment summed exactly by an f64 product,
-/// rounded once to f32 (as the simulation reads a partial out), the chunks added in f32,
-/// then scaled and added into the output exactly as [`simulated`] does.
+/// The fast path: each promotion chunk of each segment summed by an f64 product (the gemm
+/// crate, threaded), rounded once to f32 (as the simulation reads a partial out), the
+/// chunks added in f32, then scaled and added into the output exactly as [`simulated`]
+/// does. `exact_in_f64`: every chunk sum is exact in f64 (else [`correctly_rounded`]
+/// checks each one).
 fn exact_partials(
     a: &Quantized,
     b: &Quantized,
-    a_values: &Array2<f32>,
-    b_values: &Array2<f32>,
     segments: &[(usize, usize)],
     promote_every: Option<usize>,
+    exact_in_f64: bool,
 ) -> Array2<f32> {
-    let (m, n) = (a_values.nrows(), b_values.nrows());
-    let a64 = a_values.mapv(f64::from);
-    let b64 = b_values.mapv(f64::from);
+    let (m, n) = (a.codes.nrows(), b.codes.nrows());
+    let (a64, b64) = (a.values_f64(), b.values_f64());
     let (ar, br) = (a.block.0, b.block.0);
     let mut c = Array2::<f32>::zeros((m, n));
-    c.axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK).into_par_iter().enumerate().for_each(|(task, mut c_rows)| {
-        let r0 = task * ROWS_PER_TASK;
-        let a_rows = a64.slice(s![r0..r0 + c_rows.nrows(), ..]);
-        let mut partial = Array2::<f32>::zeros(c_rows.dim());
-        for (s, &(k0, k1)) in segments.iter().enumerate() {
-            let step = promote_every.unwrap_or(k1 - k0).max(1);
-            for (t, c0) in (k0..k1).step_by(step).enumerate() {
-                let c1 = (c0 + step).min(k1);
-                let exact = a_rows.slice(s![.., c0..c1]).dot(&b64.slice(s![.., c0..c1]).t());
-                Zip::from(&mut partial)
-                    .and(&exact)
-                    .for_each(|p, &x| *p = if t == 0 { x as f32 } else { *p + x as f32 });
+    let mut partial = Array2::<f32>::zeros((m, n));
+    for (s, &(k0, k1)) in segments.iter().enumerate() {
+        let step = promote_every.unwrap_or(k1 - k0).max(1);
+        for (t, c0) in (k0..k1).step_by(step).enumerate() {
+            let c1 = (c0 + step).min(k1);
+            let (a_chunk, b_chunk) = (a64.slice(s![.., c0..c1]), b64.slice(s![.., c0..c1]));
+            let sums = product(a_chunk, b_chunk.t());
+            let add = |p: &mut f32, x: f32| *p = if t == 0 { x } else { *p + x };
+            if exact_in_f64 {
+                Zip::from(&mut partial).and(&sums).par_for_each(|p, &x| add(p, x as f32));
+            } else {
+                let (a_norms, b_norms) = (row_norms(a_chunk), row_norms(b_chunk));
+                let gamma = dot_error_factor(c1 - c0);
+                Zip::indexed(&mut partial).and(&sums).par_for_each(|(i, j), p, &x| {
+                    let bound = gamma * a_norms[i] * b_norms[j];
+                    add(p, correctly_rounded(x, bound).unwrap_or_else(|| exact_chunk(a, b, i, j, c0..c1)))
+                });
             }
-            Zip::indexed(&mut c_rows).and(&partial).for_each(|(i, j), out, &p| {
-                let scaled = p * a.scales[[(r0 + i) / ar, k0 / a.block.1]] * b.scales[[j / br, k0 / b.block.1]];
-                *out = if s == 0 { scaled } else { *out + scaled };
-            });
         }
-    });
+        let b_scales: Vec<f32> = (0..n).map(|j| b.scales[[j / br, k0 / b.block.1]]).collect();
+        c.axis_iter_mut(Axis(0)).into_par_iter().zip(partial.axis_iter(Axis(0))).enumerate().for_each(
+            |(i, (mut c_row, p_row))| {
+                let sa = a.scales[[i / ar, k0 / a.block.1]];
+                for ((out, &p), &sb) in c_row.iter_mut().zip(p_row).zip(&b_scales) {
+                    let scaled = p * sa * sb;
+                    *out = if s == 0 { scaled } else { *out + scaled };
+                }
+            },
+        );
+    }
     c
+}
+
+/// The Euclidean norm of each row, rounded up far enough to bound the true norm.
+fn row_norms(m: ndarray::ArrayView2<'_, f64>) -> Vec<f64> {
+    m.rows().into_iter().map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt() * (1.0 + 2f64.powi(-40))).collect()
+}
+
+/// γ_L = L·u / (1 − L·u), u = 2⁻⁵³: an f64 dot product of length L computed in any order
+/// (fused or not) is within γ_L · Σ|aₖbₖ| of the exact sum (Higham, *Accuracy and Stability
+/// of Numerical Algorithms*, §3.1), and Σ|aₖbₖ| ≤ ‖a‖₂‖b‖₂ (Cauchy–Schwarz).
+fn dot_error_factor(len: usize) -> f64 {
+    let lu = len as f64 * f64::EPSILON / 2.0;
+    lu / (1.0 - lu) * (1.0 + 2f64.powi(-40))
+}
+
+/// `sum` rounded to f32 when every value within `bound` of it rounds to the same f32 (so the
+/// exact sum, which lies there, does too); `None` when a rounding boundary is that close.
+fn correctly_rounded(sum: f64, bound: f64) -> Option<f32> {
+    let x = sum as f32;
+    let (down, up) = (x.next_down(), x.next_up());
+    if !(down.is_finite() && up.is_finite()) {
+        return None;
+    }
+    // Midpoints of adjacent f32s are exact in f64; near them the differences are exact
+    // (Sterbenz), far from them their rounding cannot matter.
+    let (lo, hi) = ((x as f64 + down as f64) / 2.0, (x as f64 + up as f64) / 2.0);
+    (sum - lo > bound && hi - sum > bound).then_some(x)
+}
+
+/// One chunk of one output summed exactly and rounded once to f32 (the undecided case of
+/// [`correctly_rounded`]).
+fn exact_chunk(a: &Quantized, b: &Quantized, i: usize, j: usize, ks: std::ops::Range<usize>) -> f32 {
+    let values = |q: &Quantized, row: usize| -> Vec<f32> {
+        q.codes.slice(s![row, ks.clone()]).iter().map(|&c| q.format.decode(c as u32)).collect()
+    };
+    Accumulator::EXACT.dot(&values(a, i), &values(b, j))
 }
 
 /// The bit-level path: every output's segments through `accumulator.dot`.
@@ -325,13 +385,33 @@ mod tests {
     }
 
     #[test]
+    fn an_f64_sum_that_lands_on_a_tie_is_summed_exactly() {
+        // 2^30 + 2^6 + 2^-32 in E5M2 (2^15·2^15 + 2^3·2^3 + 2^-16·2^-16): f64 keeps 2^30 … 2^-22,
+        // drops the 2^-32 and lands exactly halfway between the f32s 2^30 and 2^30 + 2^7,
+        // where ties-to-even picks 2^30; the exact sum lies above the midpoint.
+        let e5m2 = crate::fp8::E5M2;
+        let code = |x: f32| e5m2.encode(x, Overflow::Saturate) as u16;
+        let a = Array2::from_shape_vec((1, 3), vec![code(32768.0), code(8.0), code(2f32.powi(-16))]).unwrap();
+        let (qa, qb) =
+            Scaling::Tensor.operands(e5m2, (a.clone(), Array2::ones((1, 1))), (a, Array2::ones((1, 1)))).unwrap();
+        let want = 2f32.powi(30) + 128.0;
+        assert_eq!(gemm_simulated(&qa, &qb, &Accumulator::EXACT).unwrap()[[0, 0]], want);
+        assert_eq!(gemm(&qa, &qb, &Accumulator::EXACT).unwrap()[[0, 0]], want);
+        assert_eq!(correctly_rounded(2f64.powi(30) + 64.0, 1e-9), None, "a tie is undecided");
+        assert_eq!(correctly_rounded(2f64.powi(30) + 65.0, 0.5), Some(want));
+    }
+
+    #[test]
     fn f64_sums_are_exact_for_e4m3_but_not_for_the_whole_e5m2_range() {
-        let values = |format: Minifloat, k: usize| random_codes(format, 4, k, 3).mapv(|c| format.decode(c as u32));
+        let span = |format: Minifloat, k: usize| {
+            let codes = random_codes(format, 4, k, 3);
+            code_span(&Quantized { format, block: (1, k), codes, scales: Array2::ones((4, 1)) })
+        };
         // E4M3 spans 2^-9 … 448: 36 bits per product, 12 more for K = 4096.
-        assert!(sums_exact_in_f64(&values(E4M3, 4096), &values(E4M3, 4096), 4096));
+        assert!(sums_exact_in_f64(&span(E4M3, 4096), &span(E4M3, 4096), 4096));
         // E5M2 spans 2^-16 … 57,344: 64 bits per product, more than f64 holds.
-        let e5m2 = values(crate::fp8::E5M2, 512);
+        let e5m2 = span(crate::fp8::E5M2, 512);
         assert!(!sums_exact_in_f64(&e5m2, &e5m2, 512));
-        assert!(sums_exact_in_f64(&Array2::zeros((2, 2)), &e5m2.slice(s![..2, ..2]).to_owned(), 2));
+        assert!(sums_exact_in_f64(&None, &e5m2, 2));
     }
 }

@@ -15,7 +15,10 @@
 //!   instructions) for the fit;
 //! - [`gemm`](mod@gemm): the scaled FP8 GEMM (the public `fp8_gemm`, or `torch._scaled_mm`
 //!   with one scale per operand) on top of an accumulator;
-//! - [`linear`]: the FP8-simulated linear layer of Figure 6 (Fprop, Dgrad, Wgrad);
+//! - [`linear`]: the mixed-precision linear layer of Figure 6 (Fprop, Dgrad, Wgrad in
+//!   FP8 or BF16);
+//! - [`recipe`]: which of a model's linear layers use it, and the recipe's options (what
+//!   `train.json`'s `precision` chooses);
 //! - [`study`]: the error-vs-K and scaling-granularity study behind `v3lab fp8 study`.
 //!
 //! `README.md` in this folder says what is verified and how; `docs/fp8-accumulators.md`
@@ -27,11 +30,14 @@ pub mod fit;
 pub mod gemm;
 pub mod hardware;
 pub mod linear;
+pub mod recipe;
 pub mod scaling;
 pub mod study;
 
 pub use accumulate::{provenance, Accumulator, Anchor, Provenance, Rounding, PRESETS};
+pub use codec::round_to_bf16;
 pub use codec::{Minifloat, Overflow, BF16, E4M3, E5M2, E5M6};
 pub use gemm::{gemm, Scaling};
-pub use linear::{Fp8Linear, LinearPrecision};
+pub use linear::{Fp8Linear, LinearPrecision, ScalingRecipe};
+pub use recipe::{Fp8Recipe, LinearRole, Precision};
 pub use scaling::{act_quant, quantize, scale_for, weight_dequant, Granularity, Quantized, ScaleMode};

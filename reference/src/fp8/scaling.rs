@@ -14,8 +14,9 @@
 //! which differs from an IEEE division by one ulp in about half of the tiles; [`scale_for`]
 //! reproduces the kernel (bit-exact against the goldens), not the source text.
 
-use super::codec::{Minifloat, Overflow, E4M3};
-use ndarray::{Array2, ArrayView2};
+use super::codec::{Minifloat, SaturatingEncoder, E4M3};
+use ndarray::{s, Array2, ArrayView2, Axis, CowArray, Ix2};
+use rayon::prelude::*;
 
 /// The public kernel's floor on the max-abs of a group, so that an all-zero tile gets a
 /// finite, non-zero scale (`tl.maximum(amax, 1e-4)`).
@@ -112,7 +113,17 @@ impl Quantized {
     /// The decoded codes, without their scales (what the tensor core multiplies).
     pub fn values(&self) -> Array2<f32> {
         let table = DecodeTable::new(self.format);
-        self.codes.mapv(|c| table.decode(c))
+        let mut out = Array2::zeros(self.codes.dim());
+        ndarray::Zip::from(&mut out).and(&self.codes).par_for_each(|v, &c| *v = table.decode(c));
+        out
+    }
+
+    /// The decoded codes widened to f64 (what the exact fast path of `gemm` multiplies).
+    pub fn values_f64(&self) -> Array2<f64> {
+        let table: Vec<f64> = DecodeTable::new(self.format).0.into_iter().map(f64::from).collect();
+        let mut out = Array2::zeros(self.codes.dim());
+        ndarray::Zip::from(&mut out).and(&self.codes).par_for_each(|v, &c| *v = table[c as usize]);
+        out
     }
 
     /// `decode(code) × scale` in f32, the public `weight_dequant` (`y = x * s`).
@@ -156,19 +167,78 @@ impl DecodeTable {
 /// even in `format`, saturating (a scale from the group's own max-abs keeps |x/s| at most
 /// a rounding step above the max, which saturation clamps back).
 pub fn quantize(x: ArrayView2<'_, f32>, format: Minifloat, granularity: Granularity, mode: ScaleMode) -> Quantized {
+    // Row-major rows (a transposed view, as Wgrad quantizes, is copied once), scaled and
+    // encoded in parallel.
+    let x = standard_layout(x);
     let (rows, cols) = x.dim();
     let (br, bc) = granularity.block_shape(rows, cols);
     let (gr, gc) = (rows.div_ceil(br), cols.div_ceil(bc));
     let mut scales = Array2::<f32>::zeros((gr, gc));
-    for ((g, h), s) in scales.indexed_iter_mut() {
-        let block = x.slice(ndarray::s![g * br..((g + 1) * br).min(rows), h * bc..((h + 1) * bc).min(cols)]);
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        *s = scale_for(amax, format, mode);
+    let mut codes = Array2::<u16>::zeros((rows, cols));
+    if rows == 0 || cols == 0 {
+        return Quantized { format, codes, scales, block: (br, bc) };
     }
-    let codes = Array2::from_shape_fn((rows, cols), |(i, j)| {
-        format.encode(x[[i, j]] / scales[[i / br, j / bc]], Overflow::Saturate) as u16
+    // Each row's max-abs per column group, in parallel; a group's is the max over its rows.
+    // Rows per parallel task: enough values that a task outweighs handing it out.
+    let rows_per_task = (1usize << 14).div_ceil(cols);
+    let mut row_amax = Array2::<f32>::zeros((rows, gc));
+    let row_tasks = row_amax.axis_iter_mut(Axis(0)).into_par_iter().with_min_len(rows_per_task);
+    row_tasks.zip(x.axis_iter(Axis(0))).for_each(|(mut amax, x_row)| {
+        let x_row = x_row.to_slice().expect("standard layout");
+        for (m, xc) in amax.iter_mut().zip(x_row.chunks(bc)) {
+            *m = max_abs(xc);
+        }
+    });
+    for ((g, h), s) in scales.indexed_iter_mut() {
+        let group = row_amax.slice(s![g * br..((g + 1) * br).min(rows), h]);
+        *s = scale_for(group.iter().fold(0.0f32, |m, &v| m.max(v)), format, mode);
+    }
+    let encoder = SaturatingEncoder::new(format);
+    let code_tasks = codes.axis_iter_mut(Axis(0)).into_par_iter().with_min_len(rows_per_task);
+    code_tasks.zip(x.axis_iter(Axis(0))).enumerate().for_each(|(i, (mut code_row, x_row))| {
+        let (x_row, code_row) = (x_row.to_slice().expect("standard layout"), code_row.as_slice_mut().expect("fresh"));
+        for ((xc, cc), &s) in x_row.chunks(bc).zip(code_row.chunks_mut(bc)).zip(scales.row(i / br)) {
+            for (&v, c) in xc.iter().zip(cc) {
+                *c = encoder.encode(v / s) as u16;
+            }
+        }
     });
     Quantized { format, codes, scales, block: (br, bc) }
+}
+
+/// `max |v|` over the non-NaN values (0 for none), as `f32::max` folds it, on the bits:
+/// for non-negative floats the order of their bit patterns is their order, and an
+/// integer max vectorises where a float one does not.
+fn max_abs(values: &[f32]) -> f32 {
+    let bits = values.iter().map(|v| v.to_bits() & 0x7fff_ffff).map(|b| if b > 0x7f80_0000 { 0 } else { b });
+    f32::from_bits(bits.fold(0, u32::max))
+}
+
+/// `x` in row-major order: itself when it is, a blocked transpose when it is the transpose
+/// of a row-major array (Wgrad's operands), an element-by-element copy otherwise.
+fn standard_layout<'a>(x: ArrayView2<'a, f32>) -> CowArray<'a, f32, Ix2> {
+    if x.is_standard_layout() {
+        return CowArray::from(x);
+    }
+    if !x.t().is_standard_layout() {
+        return CowArray::from(x.as_standard_layout().into_owned());
+    }
+    // Bands of 32 rows of the result are 32 columns of the source: each source row gives
+    // 32 contiguous values, written down one column of the band.
+    const BAND: usize = 32;
+    let cols = x.ncols();
+    let source = x.t(); // row-major [cols, rows]
+    let mut out = Array2::<f32>::zeros(x.dim());
+    out.axis_chunks_iter_mut(Axis(0), BAND).into_par_iter().enumerate().for_each(|(bi, mut band)| {
+        let r0 = bi * BAND;
+        for c in 0..cols {
+            let src = source.row(c);
+            for (r, &v) in src.slice(s![r0..r0 + band.nrows()]).iter().enumerate() {
+                band[[r, c]] = v;
+            }
+        }
+    });
+    CowArray::from(out)
 }
 
 /// The public code's `act_quant(x, block_size=128, scale_fmt)`: E4M3 in 1×128 tiles.

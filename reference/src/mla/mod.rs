@@ -28,6 +28,7 @@ pub mod train;
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::fp8::LinearRole;
 use crate::params::{MlaParams, QueryParams};
 pub use rope::Rope;
 use train::MlaSaved;
@@ -177,17 +178,19 @@ impl<B: Backend> Mla<'_, B> {
         let [bsz, seq, _] = b.shape(x)[..] else { unreachable!("MLA input is [B, S, D]") };
         let (h, dn, dr, c) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank);
         let eps = cfg.rms_norm_eps;
+        let precision = cfg.precision.linear(LinearRole::Plain);
+        let linear = |x: &B::Tensor, w: &B::Tensor| b.linear_mixed(x, w, &precision);
         let (q, q_latent) = match &p.query {
             QueryParams::LowRank { wq_a, q_norm, wq_b } => {
-                let qa = b.linear(x, wq_a)?;
+                let qa = linear(x, wq_a)?;
                 let (qn, rstd) = b.rms_norm_forward(&qa, q_norm, eps)?;
-                (b.linear(&qn, wq_b)?, Some((qa, rstd, qn)))
+                (linear(&qn, wq_b)?, Some((qa, rstd, qn)))
             }
-            QueryParams::Full { wq } => (b.linear(x, wq)?, None),
+            QueryParams::Full { wq } => (linear(x, wq)?, None),
         };
         let q = b.reshape(&q, &[bsz, seq, h, dn + dr])?;
         let q_pe = b.rope_forward(&b.narrow(&q, 3, dn, dr)?, cos, sin, start_pos)?;
-        let kv = b.linear(x, &p.wkv_a)?;
+        let kv = linear(x, &p.wkv_a)?;
         let kv_c = b.narrow(&kv, 2, 0, c)?;
         let (kv_latent, kv_rstd) = b.rms_norm_forward(&kv_c, &p.kv_norm, eps)?;
         let k_pe = b.rope_forward(&b.reshape(&b.narrow(&kv, 2, c, dr)?, &[bsz, seq, 1, dr])?, cos, sin, start_pos)?;
@@ -200,7 +203,8 @@ impl<B: Backend> Mla<'_, B> {
         let Mla { b, cfg, p, .. } = *self;
         let [bsz, seq, _] = b.shape(&proj.kv_latent)[..] else { unreachable!("the latent is [B, S, C]") };
         let (h, dn, dv) = (cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim);
-        let kv_b = b.reshape(&b.linear(&proj.kv_latent, &p.wkv_b)?, &[bsz, seq, h, dn + dv])?;
+        let kv_b = b.linear_mixed(&proj.kv_latent, &p.wkv_b, &cfg.precision.linear(LinearRole::Plain))?;
+        let kv_b = b.reshape(&kv_b, &[bsz, seq, h, dn + dv])?;
         let k = b.concat(&[&b.narrow(&kv_b, 3, 0, dn)?, &b.expand(&proj.k_pe, 2, h)?], 3)?;
         let v = b.narrow(&kv_b, 3, dn, dv)?;
         let q = b.concat(&[&proj.q_nope, &proj.q_pe], 3)?;
@@ -226,7 +230,8 @@ impl<B: Backend> Mla<'_, B> {
         let scale = cfg.softmax_scale();
 
         // Eq. 11: the heads' outputs side by side, through W^O.
-        let output = |out: &B::Tensor| b.linear(&b.reshape(out, &[bsz, seq, h * dv])?, &p.wo);
+        let wo_precision = cfg.precision.linear(LinearRole::AttentionOutput);
+        let output = |out: &B::Tensor| b.linear_mixed(&b.reshape(out, &[bsz, seq, h * dv])?, &p.wo, &wo_precision);
         match attention {
             AttentionImpl::Naive => {
                 let (q, k, v) = self.naive_qkv(&proj)?;

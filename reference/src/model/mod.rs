@@ -13,6 +13,7 @@ pub use crate::{config, params};
 use crate::backend::{Backend, MemoryOps, Routing};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::fp8::LinearRole;
 use crate::mla::{rope::RopeTable, AttentionImpl, LayerCache, Mla, Rope, Step};
 use crate::moe::{mlp_forward, moe_forward};
 use crate::params::{BlockParams, FfnParams, Params};
@@ -134,7 +135,7 @@ impl<B: Backend> Transformer<B> {
             blocks.extend(saved);
         }
         let (final_hidden, norm_rstd) = b.rms_norm_forward(&x, &self.params.norm, self.cfg.rms_norm_eps)?;
-        let logits = b.linear(&final_hidden, &self.params.head)?;
+        let logits = b.linear(&final_hidden, &self.params.head)?; // the head stays f32 (§3.3.1)
         let trace = embed.map(|embed| TraceLayers { embed, layer_out, routing });
         let saved = keep.backward.then_some(SavedLayers { blocks, hidden: x, norm_rstd });
         Ok(RunOut { logits, final_hidden, trace, saved })
@@ -202,7 +203,7 @@ pub fn block_forward<B: Backend>(
     let (ffn_in, ffn_rstd) = b.rms_norm_forward(&x1, &p.ffn_norm, eps)?;
     let (ffn_out, routing, ffn) = match &p.ffn {
         FfnParams::Dense(mlp) => {
-            let (y, saved) = mlp_forward(b, mlp, &ffn_in, save)?;
+            let (y, saved) = mlp_forward(b, &cfg.precision.linear(LinearRole::Plain), mlp, &ffn_in, save)?;
             (y, None, saved.map(FfnSaved::Dense))
         }
         FfnParams::Moe(moe) => {

@@ -6,6 +6,7 @@ use super::Transformer;
 use crate::backend::{Backend, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::fp8::LinearRole;
 use crate::mla::{train::MlaSaved, Mla, Rope};
 use crate::moe::train::{mlp_backward, moe_backward, MlpSaved, MoeSaved};
 use crate::params::{BlockParams, FfnParams, Params};
@@ -55,7 +56,7 @@ pub fn block_backward<B: Backend>(
 ) -> Result<(B::Tensor, BlockParams<B::Tensor>)> {
     let (d_ffn_in, d_ffn) = match (&p.ffn, &s.ffn) {
         (FfnParams::Dense(mlp), FfnSaved::Dense(saved)) => {
-            let (d_x, d_mlp) = mlp_backward(b, mlp, d_y, saved)?;
+            let (d_x, d_mlp) = mlp_backward(b, &cfg.precision.linear(LinearRole::Plain), mlp, d_y, saved)?;
             (d_x, FfnParams::Dense(d_mlp))
         }
         (FfnParams::Moe(moe), FfnSaved::Moe(saved)) => {

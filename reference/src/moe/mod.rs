@@ -22,6 +22,7 @@ pub mod train;
 use crate::backend::{Backend, Dispatch, MemoryOps, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::fp8::{LinearPrecision, LinearRole};
 use crate::params::{MlpParams, MoeParams};
 use rayon::prelude::*;
 use train::{MlpSaved, MoeSaved};
@@ -32,21 +33,24 @@ pub type MlpOut<T> = (T, Option<MlpSaved<T>>);
 pub type MoeOut<B> = (<B as MemoryOps>::Tensor, Routing<B>, Option<MoeSaved<B>>);
 
 /// SwiGLU feed-forward, `w2(silu(w1 x) · w3 x)`: the dense blocks, each routed expert and
-/// the shared experts. With `save`, what [`train::mlp_backward`] needs is kept.
+/// the shared experts, its three linears in `precision`. With `save`, what
+/// [`train::mlp_backward`] needs is kept.
 pub fn mlp_forward<B: Backend>(
     b: &B,
+    precision: &LinearPrecision,
     p: &MlpParams<B::Tensor>,
     x: &B::Tensor,
     save: bool,
 ) -> Result<MlpOut<B::Tensor>> {
-    let gate = b.linear(x, &p.w1)?;
-    let up = b.linear(x, &p.w3)?;
+    let gate = b.linear_mixed(x, &p.w1, precision)?;
+    let up = b.linear_mixed(x, &p.w3, precision)?;
     let act = b.swiglu_forward(&gate, &up)?;
-    let y = b.linear(&act, &p.w2)?;
+    let y = b.linear_mixed(&act, &p.w2, precision)?;
     Ok((y, save.then(|| MlpSaved { x: x.clone(), gate, up, act })))
 }
 
-/// The gate on `x [N, D]`.
+/// The gate on `x [N, D]`, in f32 whatever the model's precision (§3.3.1 keeps "MoE gating
+/// modules" in their original precision).
 pub fn gate_forward<B: Backend>(
     b: &B,
     cfg: &ModelConfig,
@@ -109,12 +113,13 @@ pub fn moe_forward<B: Backend>(
     let rows = b.gather_rows(&x, &dispatch.token_rows)?;
     let weights = b.reshape(&routing.weights, &[n * cfg.n_activated_experts, 1])?;
     let row_weights = b.gather_rows(&weights, &dispatch.slots)?;
+    let precision = cfg.precision.linear(LinearRole::Plain);
     let ran = per_expert(b, p.experts.len(), |e| {
         let (start, end) = (dispatch.offsets[e], dispatch.offsets[e + 1]);
         if end == start {
             return Ok(None); // no token chose this expert
         }
-        mlp_forward(b, &p.experts[e], &b.narrow(&rows, 0, start, end - start)?, save).map(Some)
+        mlp_forward(b, &precision, &p.experts[e], &b.narrow(&rows, 0, start, end - start)?, save).map(Some)
     })?;
     let (mut outputs, mut experts) = (Vec::new(), Vec::new());
     for ran in ran {
@@ -133,7 +138,7 @@ pub fn moe_forward<B: Backend>(
     };
     let shared = match &p.shared {
         Some(sp) => {
-            let (ys, saved) = mlp_forward(b, sp, &x, save)?;
+            let (ys, saved) = mlp_forward(b, &precision, sp, &x, save)?;
             y = b.add(&y, &ys)?;
             saved
         }

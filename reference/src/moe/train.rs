@@ -5,6 +5,7 @@
 use crate::backend::{Backend, Dispatch, Routing};
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::fp8::{LinearPrecision, LinearRole};
 use crate::params::{MlpParams, MoeParams};
 
 /// What [`super::mlp_forward`] keeps for the backward (`save` on). `[.., D]` is the input's shape, F the
@@ -21,17 +22,18 @@ pub struct MlpSaved<T> {
     pub act: T,
 }
 
-/// Backward of [`super::mlp_forward`] run with `save`: `(d_x, grads)`.
+/// Backward of [`super::mlp_forward`] run with `save` in `precision`: `(d_x, grads)`.
 pub fn mlp_backward<B: Backend>(
     b: &B,
+    precision: &LinearPrecision,
     p: &MlpParams<B::Tensor>,
     d_y: &B::Tensor,
     s: &MlpSaved<B::Tensor>,
 ) -> Result<(B::Tensor, MlpParams<B::Tensor>)> {
-    let (d_act, d_w2) = b.linear_backward(&s.act, &p.w2, d_y)?;
+    let (d_act, d_w2) = b.linear_backward_mixed(&s.act, &p.w2, d_y, precision)?;
     let (d_gate, d_up) = b.swiglu_backward(&s.gate, &s.up, &d_act)?;
-    let (d_x_gate, d_w1) = b.linear_backward(&s.x, &p.w1, &d_gate)?;
-    let (d_x_up, d_w3) = b.linear_backward(&s.x, &p.w3, &d_up)?;
+    let (d_x_gate, d_w1) = b.linear_backward_mixed(&s.x, &p.w1, &d_gate, precision)?;
+    let (d_x_up, d_w3) = b.linear_backward_mixed(&s.x, &p.w3, &d_up, precision)?;
     Ok((b.add(&d_x_gate, &d_x_up)?, MlpParams { w1: d_w1, w2: d_w2, w3: d_w3 }))
 }
 
@@ -77,11 +79,14 @@ pub fn moe_backward<B: Backend>(
         let d_row_weights = b.sum_axis(&b.mul(&d_routed, out)?, 1)?;
         d_weights = b.scatter_add_rows(&d_weights, &s.dispatch.slots, &d_row_weights)?;
         let d_out = b.mul(&d_routed, &s.row_weights)?;
+        let precision = cfg.precision.linear(LinearRole::Plain);
         let ran = super::per_expert(b, p.experts.len(), |e| {
             let (start, end) = (s.dispatch.offsets[e], s.dispatch.offsets[e + 1]);
             match &s.experts[e] {
-                Some(saved) => mlp_backward(b, &p.experts[e], &b.narrow(&d_out, 0, start, end - start)?, saved)
-                    .map(|(d_r, d_expert)| (Some(d_r), d_expert)),
+                Some(saved) => {
+                    mlp_backward(b, &precision, &p.experts[e], &b.narrow(&d_out, 0, start, end - start)?, saved)
+                        .map(|(d_r, d_expert)| (Some(d_r), d_expert))
+                }
                 None => Ok((None, zeros_like_mlp(b, &p.experts[e])?)),
             }
         })?;
@@ -100,7 +105,8 @@ pub fn moe_backward<B: Backend>(
     }
     let d_shared = match (&p.shared, &s.shared) {
         (Some(shared), Some(saved)) => {
-            let (d_x_shared, d_shared) = mlp_backward(b, shared, &d_y, saved)?;
+            let precision = cfg.precision.linear(LinearRole::Plain);
+            let (d_x_shared, d_shared) = mlp_backward(b, &precision, shared, &d_y, saved)?;
             d_x = b.add(&d_x, &d_x_shared)?;
             Some(d_shared)
         }
@@ -108,7 +114,7 @@ pub fn moe_backward<B: Backend>(
     };
     let d_weights = b.reshape(&d_weights, &[n, k])?;
     let d_logits = b.route_backward(&s.routing, &d_weights, d_scores, &cfg.route_spec())?;
-    let (d_x_gate, d_gate) = b.linear_backward(&s.x, &p.gate, &d_logits)?;
+    let (d_x_gate, d_gate) = b.linear_backward(&s.x, &p.gate, &d_logits)?; // the gate stays f32
     d_x = b.add(&d_x, &d_x_gate)?;
     // The selection bias only chooses: no gradient (it moves by the balancing rule).
     let d_gate_bias = match &p.gate_bias {

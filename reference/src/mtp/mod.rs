@@ -27,6 +27,7 @@ pub mod speculative;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::fp8::LinearRole;
 use crate::mla::{LayerCache, Step};
 use crate::model::block_forward;
 use crate::model::train::{block_backward, BlockSaved};
@@ -97,7 +98,7 @@ fn input<B: Backend>(
     let (e_norm, emb_rstd) = b.rms_norm_forward(&emb, &p.enorm, eps)?;
     let (h_norm, h_rstd) = b.rms_norm_forward(h_prev, &p.hnorm, eps)?;
     let cat = b.concat(&[&e_norm, &h_norm], 2)?;
-    let projected = b.linear(&cat, &p.eh_proj)?;
+    let projected = b.linear_mixed(&cat, &p.eh_proj, &model.cfg.precision.linear(LinearRole::Plain))?;
     Ok(Input { emb, emb_rstd, h_rstd, cat, projected })
 }
 
@@ -215,7 +216,8 @@ pub fn backward<B: Backend>(
     let (d_block_out, d_head_norm) = b.rms_norm_backward(&s.block_out, &p.head_norm, &s.head_rstd, &d_hidden_total)?;
     let (d_projected, d_block) =
         block_backward(b, &model.cfg, &model.rope(), &p.block, &d_block_out, &s.block, d_scores)?;
-    let (d_cat, d_eh_proj) = b.linear_backward(&s.cat, &p.eh_proj, &d_projected)?;
+    let precision = model.cfg.precision.linear(LinearRole::Plain);
+    let (d_cat, d_eh_proj) = b.linear_backward_mixed(&s.cat, &p.eh_proj, &d_projected, &precision)?;
     let d = model.cfg.dim;
     let (d_e_normed, d_h_normed) = (b.narrow(&d_cat, 2, 0, d)?, b.narrow(&d_cat, 2, d, d)?);
     let (d_emb, d_enorm) = b.rms_norm_backward(&s.emb, &p.enorm, &s.emb_rstd, &d_e_normed)?;

@@ -73,8 +73,10 @@ fn at_step(step: usize, e: Error) -> Error {
 }
 
 impl<'b, B: Backend> Trainer<'b, B> {
-    /// A fresh run of `model` (weights already on the backend).
-    pub fn new(b: &'b B, model: Transformer<B>, cfg: TrainConfig, batches: Batches) -> Result<Self> {
+    /// A fresh run of `model` (weights already on the backend), its linear layers in the
+    /// precision `cfg` asks for.
+    pub fn new(b: &'b B, mut model: Transformer<B>, cfg: TrainConfig, batches: Batches) -> Result<Self> {
+        model.cfg.precision = cfg.model_precision()?;
         let optimizer = AdamW::new(b, cfg.adamw(), &model.params)?;
         let trainer = Trainer { b, model, optimizer, cfg, step: 0, batches, metrics: Vec::new(), tokens_seen: 0 };
         trainer.check()?;
@@ -93,7 +95,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 format!("train.json differs from the run saved in {} in more than `steps`", dir.display()),
             ));
         }
-        let model = Transformer::new(b, run.config, &run.params)?;
+        let mut model = Transformer::new(b, run.config, &run.params)?;
+        model.cfg.precision = cfg.model_precision()?;
         let moments = run
             .optimizer
             .moments

@@ -23,7 +23,7 @@ mod loss;
 mod memory;
 mod nn;
 mod optim;
-mod product;
+pub(crate) mod product;
 mod routing;
 
 use crate::error::{Error, Result};
