@@ -186,18 +186,18 @@ impl Minifloat {
 #[derive(Debug, Clone, Copy)]
 pub struct SaturatingEncoder {
     /// f32 bits of the smallest normal value of the format.
-    min_normal_bits: u32,
+    min_normal_bits: i32,
     /// Mantissa bits f32 has beyond the format's.
     shift: u32,
     /// f32's biased exponent minus the format's, in place above the mantissa.
-    rebias: u32,
+    rebias: i32,
     /// 1 / the subnormal quantum, a power of two.
     inv_quantum: f32,
-    max_finite_bits: u32,
+    max_finite_bits: i32,
     /// The sign bit's position in the format.
     sign_position: u32,
     /// The NaN pattern without its sign.
-    nan_magnitude: u32,
+    nan_magnitude: i32,
 }
 
 impl SaturatingEncoder {
@@ -206,30 +206,38 @@ impl SaturatingEncoder {
         assert!(m < 23 && format.bias < 127 && format.bias > 0, "{format:?}: not a narrower format than f32");
         let min_normal_exp = 1 - format.bias;
         SaturatingEncoder {
-            min_normal_bits: ((min_normal_exp + 127) as u32) << 23,
+            min_normal_bits: (min_normal_exp + 127) << 23,
             shift: 23 - m,
-            rebias: ((127 - format.bias) as u32) << m,
+            rebias: (127 - format.bias) << m,
             inv_quantum: 2f32.powi(format.bias - 1 + m as i32),
-            max_finite_bits: format.max_finite_bits(),
+            max_finite_bits: format.max_finite_bits() as i32,
             sign_position: format.exponent_bits + m,
-            nan_magnitude: format.nan_bits(false),
+            nan_magnitude: format.nan_bits(false) as i32,
         }
     }
 
-    /// Branch-free (every rule computed, one selected), so that loops over it vectorise.
+    /// Branch-free (every rule computed, one selected) and in i32 (magnitudes fit, and
+    /// baseline x86-64 compares and takes minima of signed lanes only), so that loops over
+    /// it vectorise.
     #[inline]
     pub fn encode(&self, x: f32) -> u32 {
         let bits = x.to_bits();
         let sign = (bits >> 31) << self.sign_position;
-        let magnitude_bits = bits & 0x7fff_ffff;
-        let half_minus_one = (1u32 << (self.shift - 1)) - 1;
+        let magnitude_bits = (bits & 0x7fff_ffff) as i32;
+        let half_minus_one = (1i32 << (self.shift - 1)) - 1;
         let odd = (magnitude_bits >> self.shift) & 1;
-        let normal = ((magnitude_bits + half_minus_one + odd) >> self.shift).wrapping_sub(self.rebias);
-        let subnormal = (f32::from_bits(magnitude_bits) * self.inv_quantum).round_ties_even() as u32;
+        let normal = (magnitude_bits.wrapping_add(half_minus_one + odd) >> self.shift).wrapping_sub(self.rebias);
+        // A subnormal code is `v = |x| / quantum` rounded to nearest even: adding 1.5·2^23
+        // rounds it so (v < 2^m ≤ 2^22, so the sum's unit is 1) and leaves the integer in
+        // the low mantissa bits. No `round_ties_even` (a libm call on baseline x86-64) and
+        // no float-to-int cast (scalar there).
+        const ROUNDER: f32 = 12_582_912.0;
+        let rounded = f32::from_bits(magnitude_bits as u32) * self.inv_quantum + ROUNDER;
+        let subnormal = (rounded.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
         let magnitude =
             if magnitude_bits >= self.min_normal_bits { normal.min(self.max_finite_bits) } else { subnormal };
         let magnitude = if magnitude_bits > 0x7f80_0000 { self.nan_magnitude } else { magnitude };
-        sign | magnitude
+        sign | magnitude as u32
     }
 }
 

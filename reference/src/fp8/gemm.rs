@@ -20,7 +20,7 @@ use super::codec::Minifloat;
 use super::scaling::{Granularity, Quantized, BLOCK};
 use crate::backend::cpu::product::product;
 use crate::error::{Error, Result};
-use ndarray::{s, Array2, Axis, Zip};
+use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 
 /// How the operands of a scaled GEMM are scaled.
@@ -181,35 +181,56 @@ fn exact_partials(
     let (a64, b64) = (a.values_f64(), b.values_f64());
     let (ar, br) = (a.block.0, b.block.0);
     let mut c = Array2::<f32>::zeros((m, n));
-    let mut partial = Array2::<f32>::zeros((m, n));
+    // The running f32 sum of a segment's chunks, only kept when a segment has several
+    // (else its rows are empty: no allocation).
+    let mut partial = Array2::<f32>::zeros((m, 0));
     for (s, &(k0, k1)) in segments.iter().enumerate() {
         let step = promote_every.unwrap_or(k1 - k0).max(1);
-        for (t, c0) in (k0..k1).step_by(step).enumerate() {
+        let chunks: Vec<usize> = (k0..k1).step_by(step).collect();
+        if chunks.len() > 1 && partial.ncols() != n {
+            partial = Array2::zeros((m, n));
+        }
+        let b_scales: Vec<f32> = (0..n).map(|j| b.scales[[j / br, k0 / b.block.1]]).collect();
+        for (t, &c0) in chunks.iter().enumerate() {
             let c1 = (c0 + step).min(k1);
             let (a_chunk, b_chunk) = (a64.slice(s![.., c0..c1]), b64.slice(s![.., c0..c1]));
             let sums = product(a_chunk, b_chunk.t());
-            let add = |p: &mut f32, x: f32| *p = if t == 0 { x } else { *p + x };
-            if exact_in_f64 {
-                Zip::from(&mut partial).and(&sums).par_for_each(|p, &x| add(p, x as f32));
-            } else {
-                let (a_norms, b_norms) = (row_norms(a_chunk), row_norms(b_chunk));
-                let gamma = dot_error_factor(c1 - c0);
-                Zip::indexed(&mut partial).and(&sums).par_for_each(|(i, j), p, &x| {
-                    let bound = gamma * a_norms[i] * b_norms[j];
-                    add(p, correctly_rounded(x, bound).unwrap_or_else(|| exact_chunk(a, b, i, j, c0..c1)))
-                });
-            }
-        }
-        let b_scales: Vec<f32> = (0..n).map(|j| b.scales[[j / br, k0 / b.block.1]]).collect();
-        c.axis_iter_mut(Axis(0)).into_par_iter().zip(partial.axis_iter(Axis(0))).enumerate().for_each(
-            |(i, (mut c_row, p_row))| {
+            let bounds = (!exact_in_f64).then(|| (row_norms(a_chunk), row_norms(b_chunk), dot_error_factor(c1 - c0)));
+            let last = t + 1 == chunks.len();
+            // One pass per chunk: round each sum to f32, add it to the segment's running sum,
+            // and after the last chunk scale the segment and add it into the output.
+            let rows = c.axis_iter_mut(Axis(0)).into_par_iter().zip(sums.axis_iter(Axis(0)));
+            let with_partial = rows.zip(partial.axis_iter_mut(Axis(0)));
+            with_partial.enumerate().for_each(|(i, ((mut c_row, sums_row), mut p_row))| {
                 let sa = a.scales[[i / ar, k0 / a.block.1]];
-                for ((out, &p), &sb) in c_row.iter_mut().zip(p_row).zip(&b_scales) {
-                    let scaled = p * sa * sb;
-                    *out = if s == 0 { scaled } else { *out + scaled };
+                if chunks.len() == 1 && bounds.is_none() {
+                    // The common case (E4M3, a chunk per segment), kept simple enough to vectorise.
+                    for ((out, &x), &sb) in c_row.iter_mut().zip(sums_row).zip(&b_scales) {
+                        let scaled = x as f32 * sa * sb;
+                        *out = if s == 0 { scaled } else { *out + scaled };
+                    }
+                    return;
                 }
-            },
-        );
+                for (j, ((out, &x), &sb)) in c_row.iter_mut().zip(sums_row).zip(&b_scales).enumerate() {
+                    let chunk = match &bounds {
+                        None => x as f32,
+                        Some((a_norms, b_norms, gamma)) => correctly_rounded(x, gamma * a_norms[i] * b_norms[j])
+                            .unwrap_or_else(|| exact_chunk(a, b, i, j, c0..c1)),
+                    };
+                    let segment = if chunks.len() == 1 {
+                        chunk
+                    } else {
+                        let p = &mut p_row[j];
+                        *p = if t == 0 { chunk } else { *p + chunk };
+                        *p
+                    };
+                    if last {
+                        let scaled = segment * sa * sb;
+                        *out = if s == 0 { scaled } else { *out + scaled };
+                    }
+                }
+            });
+        }
     }
     c
 }
