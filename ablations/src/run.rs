@@ -50,17 +50,18 @@ impl Variant {
         let precision = match self.precision {
             GemmPrecision::F32 => 0,
             GemmPrecision::Bf16 => 1,
-            GemmPrecision::Fp8 => {
-                let accumulator = self.fp8.clone().unwrap_or_default().accumulator;
-                let exact = v3lab_reference::fp8::Accumulator::preset(&accumulator).is_some_and(|a| a.adds_exactly());
-                if exact {
-                    2
-                } else {
-                    3
-                }
-            }
+            GemmPrecision::Fp8 if self.simulates_accumulator_bits() => 3,
+            GemmPrecision::Fp8 => 2,
         };
         (self.mtp_depth, precision)
+    }
+
+    /// FP8 with an accumulator that does not add exactly (`h100`, …): every GEMM runs the
+    /// bit-level simulation instead of f64 products.
+    pub fn simulates_accumulator_bits(&self) -> bool {
+        let accumulator = self.fp8.clone().unwrap_or_default().accumulator;
+        self.precision == GemmPrecision::Fp8
+            && !v3lab_reference::fp8::Accumulator::preset(&accumulator).is_some_and(|a| a.adds_exactly())
     }
 
     pub fn lambda_at(&self, step: usize, steps: usize) -> f32 {

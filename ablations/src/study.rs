@@ -120,6 +120,10 @@ pub struct Args {
     /// MaxVio_global; 0 keeps the study's fixed α.
     #[arg(long, default_value_t = 4)]
     pub match_probes: usize,
+    /// Train only these variants (comma-separated names; default: all). The report reads
+    /// what was trained and says "not measured" of the rest.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 /// Writes a study's figures into a folder; returns their file names.
@@ -144,14 +148,14 @@ pub struct Study {
 const TRAINING_SHARE: f64 = 0.8;
 
 /// Steps per run; `runs` is how many runs the study trains.
-fn steps_for(engine: &Engine, spec: &PresetSpec, study: &Study, data: &Tokenized, runs: usize) -> Result<usize> {
+fn steps_for(engine: &Engine, spec: &PresetSpec, variants: &[Variant], data: &Tokenized, runs: usize) -> Result<usize> {
     let Budget::StudySeconds(seconds) = spec.budget else {
         let Budget::Steps(n) = spec.budget else { unreachable!() };
         return Ok(n);
     };
     // Time the costliest variant on this machine: two short runs, whose difference leaves
     // out what every run pays once (initialisation, the final evaluation).
-    let probe = study.variants.iter().max_by_key(|v| v.cost_rank()).expect("a study has variants");
+    let probe = variants.iter().max_by_key(|v| v.cost_rank()).expect("a study has variants");
     let hidden = ProgressBar::hidden();
     let probe_spec = PresetSpec { eval_sequences: 1, spec_prompts: 0, ..spec.clone() };
     let time = |steps: usize| -> Result<f64> {
@@ -205,6 +209,7 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     if let Some(path) = &args.from_results {
         return rerender(study, &out, path);
     }
+    let variants = chosen_variants(study, &args.only)?;
     let started = std::time::Instant::now();
     let engine = Engine::open(args.backend)?;
     let mut spec = PresetSpec::of(args.preset);
@@ -228,8 +233,8 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     let data = Tokenized::new(&corpus, spec.seq_len, 0)?;
     let matching = study.match_balance.as_ref().filter(|_| args.match_probes > 0);
     let extra_runs = matching.map_or(0, |m| m.tuned.len() * (args.match_probes - 1));
-    let runs = study.variants.len() * args.seeds as usize + extra_runs;
-    let steps = steps_for(&engine, &spec, study, &data, runs)?;
+    let runs = variants.len() * args.seeds as usize + extra_runs;
+    let steps = steps_for(&engine, &spec, &variants, &data, runs)?;
 
     let total = (runs * steps) as u64;
     let bar = ProgressBar::new(total).with_style(
@@ -238,7 +243,7 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     );
     let job = Job { spec: &spec, data: &data, steps, progress: &bar };
     let mut train = |v: &Variant, seed| engine.train(&job, v, seed);
-    let mut variants = study.variants.clone();
+    let mut variants = variants;
     let mut results = Vec::new();
     let calibration = match matching {
         Some(m) => Some(calibrate(m, args.match_probes, args.seeds, &mut variants, &mut train, &mut results)?),
@@ -308,8 +313,29 @@ fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
     Ok(out.to_path_buf())
 }
 
+/// The study's variants named by `--only`, in the study's order; without it every variant
+/// but those that simulate the accumulator bit by bit (a few hundred times an f32 step on
+/// the CPU, `reference/benches/precision_step.rs`), which only `--only` trains.
+fn chosen_variants(study: &Study, only: &[String]) -> Result<Vec<Variant>> {
+    let known: Vec<&str> = study.variants.iter().map(|v| v.name.as_str()).collect();
+    if let Some(unknown) = only.iter().find(|n| !known.contains(&n.as_str())) {
+        bail!("--only: {} has no variant `{unknown}` (it has {})", study.name, known.join(", "));
+    }
+    if only.is_empty() {
+        let (costly, chosen): (Vec<&Variant>, Vec<&Variant>) =
+            study.variants.iter().partition(|v| v.simulates_accumulator_bits());
+        for v in costly {
+            eprintln!("not training `{}`: its bit-level accumulator costs a few hundred f32 steps a step on the CPU; name it in --only to train it", v.name);
+        }
+        return Ok(chosen.into_iter().cloned().collect());
+    }
+    Ok(study.variants.iter().filter(|v| only.contains(&v.name)).cloned().collect())
+}
+
 fn write_report(study: &Study, out: &Path, info: &RunInfo, results: &[RunResult]) -> Result<()> {
-    let names: Vec<String> = study.variants.iter().map(|v| v.name.clone()).collect();
+    // The variants that were trained (all, unless `--only` chose some), in the study's order.
+    let names: Vec<String> =
+        study.variants.iter().map(|v| v.name.clone()).filter(|n| results.iter().any(|r| &r.variant == n)).collect();
     let figures = (study.figures)(out, results, &names)?;
     let preset = info.spec.preset;
     let mut flags = format!("--preset {}", format!("{preset:?}").to_lowercase());

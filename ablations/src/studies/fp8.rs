@@ -195,7 +195,7 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
     ];
     for (name, claim) in claims {
         let (Some(undone), Some(kept)) = (final_(name), final_("fp8")) else {
-            lines.push(format!("{claim}: not measured."));
+            lines.push(format!("{claim}: not measured (`{name}` was not trained: name it in `--only`)."));
             continue;
         };
         let (diff, noise) = undone.minus(&kept);
