@@ -20,6 +20,7 @@ pub mod model;
 pub mod moe;
 pub mod mtp;
 pub mod params;
+pub mod pipeline;
 pub mod plot;
 pub mod train;
 
