@@ -25,6 +25,8 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// FP8 simulation: scaled GEMM with a simulated accumulator, and the FP8 study.
     Fp8(cmd::fp8::Fp8Args),
+    /// Pipeline schedules (1F1B, ZB1P, DualPipe, DualPipeV) simulated: bubbles, memory, Gantt charts, Table 2.
+    Pipeline(cmd::pipeline::PipelineArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Fp8(args) => cmd::fp8::run(args),
+        Command::Pipeline(args) => cmd::pipeline::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,4 +4,5 @@ pub mod fp8;
 pub mod generate;
 pub mod inspect;
 pub mod logits;
+pub mod pipeline;
 pub mod train;
