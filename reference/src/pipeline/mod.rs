@@ -25,6 +25,9 @@
 //! [`table2`]). A rank's *activations* count its chunks (micro-batch × stage) held at once:
 //! a chunk is held from the start of its forward (the activations are being written) to the
 //! end of its last backward piece (B, or W when the backward is split: W still reads them).
+//! (Counting from the end of the forward instead would miss, on DualPipe's outer ranks, the
+//! chunk whose forward ends in the same F&B op that frees another: they would show PP, not
+//! the PP + 1 the op holds while it runs.)
 //! *Parameters* are counted in stages of the Table's PP-stage pipeline: a 1F1B rank holds
 //! one, a DualPipe rank two (stage r and its mirror PP−1−r), a DualPipeV rank two (stages r
 //! and 2P−1−r of a 2P-stage pipeline).

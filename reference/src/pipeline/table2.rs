@@ -21,7 +21,7 @@
 //!   the forward or the backward for inputs it does not fit and the bubble is larger
 //!   (PP = 4, F = 1, B = 3, W = 2: 3 simulated against 0).
 //! - DualPipe's formula holds only when a forward is as long as a backward for inputs
-//!   (F = B − W, the symmetric chunk the paper's Figure 5 draws, with B = 2W in it): for
+//!   (F = B − W, as the equal cell widths of the paper's Figure 5 draw them): for
 //!   PP = 8, M = 16, B = 3, W = 1, F&B = F + B, the bubble is 11 for F = 1 (formula 12) and
 //!   12 for F = 2, B = 2 (formula 9). With F&B < F + B it is the largest rank's bubble: the
 //!   outer ranks, which run more overlapped chunks, idle less (PP = 8, F = 1, B = 2, W = 1,

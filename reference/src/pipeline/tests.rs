@@ -250,3 +250,24 @@ fn gantt_chart_is_written_as_svg_and_png() {
     gantt.save(&dir.path().join("dualpipe"), 900, 260).unwrap();
     assert!(dir.path().join("dualpipe.png").metadata().unwrap().len() > 1000);
 }
+
+#[test]
+fn dualpipe_for_figure_5_has_the_published_step_counts() {
+    // 8 ranks, 20 micro-batches (Figure 5): n = 4, m = 10, h = 0, 1, 2, 3, 3, 2, 1, 0. From
+    // the step table, by hand: lone F = 3(n−h−1) + 2(h+1) (+1 on the middle ranks), F&B =
+    // 2(m−2n+h+1) + (n−h−1) (−1 there), lone full B = (n−h−1) + (h+1) (+1 there), inputs
+    // only = W = 2(n−h−1) + (h+1): half of nB1B0's 2(h+1) backwards are inputs only.
+    let expected_by_h = [(11, 9, 4, 7), (10, 10, 4, 6), (9, 11, 4, 5), (9, 11, 5, 4)];
+    let schedule = Schedule::build(ScheduleKind::DualPipe, 8, 20).unwrap();
+    for (rank, ops) in schedule.ops.iter().enumerate() {
+        let count = |is: fn(&Op) -> bool| ops.iter().filter(|op| is(op)).count();
+        let counts = (
+            count(|op| matches!(op, Op::Forward { .. })),
+            count(|op| matches!(op, Op::ForwardBackward { .. })),
+            count(|op| matches!(op, Op::Backward { .. })),
+            count(|op| matches!(op, Op::BackwardInput { .. })),
+        );
+        assert_eq!(counts, expected_by_h[rank.min(7 - rank)], "rank {rank}");
+        assert_eq!(count(|op| matches!(op, Op::BackwardWeight { .. })), counts.3, "rank {rank}");
+    }
+}
