@@ -11,6 +11,7 @@
 //! | `balanced_packing`: heaviest first into the lightest pack that is not full | [`balanced_packing`] |
 //! | `replicate_experts`: each extra replica to the largest load per replica | [`replicate_experts`] |
 //! | per-GPU load (the README's figure) | [`gpu_loads`] |
+//! | max/mean GPU load, and the index-order placement without EPLB to compare with | [`max_over_mean`], [`index_order_gpu_loads`] |
 //!
 //! The global policy is the hierarchical one with one group on one node: the groups only
 //! choose the policy then, and need not divide the experts.
@@ -90,6 +91,9 @@ pub fn rebalance_experts(
     }
     if replicas < experts {
         return Err(Error::setting("--replicas", format!("{replicas} replicas cannot hold {experts} experts")));
+    }
+    if let Some(((layer, expert), load)) = weight.indexed_iter().find(|(_, &w)| w < 0) {
+        return Err(Error::Input(format!("`weight`[{layer}, {expert}] is {load}: a load cannot be negative")));
     }
     let (groups, nodes) = match Policy::of(groups, nodes) {
         Policy::Hierarchical => {
@@ -358,6 +362,26 @@ pub fn gpu_loads(weight: &[i64], phy2log: &[i64], logcnt: &[i64], gpus: usize) -
         .collect()
 }
 
+/// The largest GPU load over the mean GPU load (1 is balanced; 1 where nothing is loaded).
+pub fn max_over_mean(gpu_loads: &[f64]) -> f64 {
+    let mean = gpu_loads.iter().sum::<f64>() / gpu_loads.len().max(1) as f64;
+    let max = gpu_loads.iter().copied().fold(0.0, f64::max);
+    if mean > 0.0 {
+        max / mean
+    } else {
+        1.0
+    }
+}
+
+/// Each GPU's load without EPLB and without redundant experts: expert e on GPU
+/// e / (experts / gpus), in index order; `None` unless the GPUs divide the experts.
+pub fn index_order_gpu_loads(weight: &[i64], gpus: usize) -> Option<Vec<f64>> {
+    if gpus == 0 || weight.is_empty() || !weight.len().is_multiple_of(gpus) {
+        return None;
+    }
+    Some(weight.chunks(weight.len() / gpus).map(|c| c.iter().map(|&w| w as f64).sum()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +403,18 @@ mod tests {
         assert_eq!(flag(&weight, 16, 0, 2, 8), "--groups");
         // The global policy ignores the groups: 5 groups of 12 experts are no error there.
         assert!(rebalance_experts(weight.view(), 16, 5, 2, 8).is_ok());
+        let mut negative = weight.clone();
+        negative[[0, 7]] = -3;
+        let err = rebalance_experts(negative.view(), 16, 4, 2, 8).unwrap_err().to_string();
+        assert!(err.contains("`weight`[0, 7] is -3"), "{err}");
+    }
+
+    #[test]
+    fn imbalance_is_the_largest_gpu_load_over_the_mean() {
+        assert_eq!(max_over_mean(&[1.0, 3.0]), 1.5);
+        assert_eq!(max_over_mean(&[0.0, 0.0]), 1.0);
+        assert_eq!(index_order_gpu_loads(&[1, 2, 3, 4, 5, 6], 3), Some(vec![3.0, 7.0, 11.0]));
+        assert_eq!(index_order_gpu_loads(&[1, 2, 3, 4], 3), None);
     }
 
     #[test]

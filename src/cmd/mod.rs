@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod eplb;
 pub mod fp8;
 pub mod generate;
 pub mod inspect;
