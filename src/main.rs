@@ -29,6 +29,8 @@ enum Command {
     Eplb(cmd::eplb::EplbArgs),
     /// Pipeline schedules (1F1B, ZB1P, DualPipe, DualPipeV) simulated: bubbles, memory, Gantt charts, Table 2.
     Pipeline(cmd::pipeline::PipelineArgs),
+    /// Deployment arithmetic (§3.2.2, §3.4): weights, KV cache and all-to-all per GPU of the prefill and decode units.
+    Plan(cmd::plan::PlanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Fp8(args) => cmd::fp8::run(args),
         Command::Pipeline(args) => cmd::pipeline::run(args),
         Command::Eplb(args) => cmd::eplb::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod data;
+pub mod deploy;
 pub mod eplb;
 pub mod error;
 pub mod fp8;

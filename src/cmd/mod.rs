@@ -6,4 +6,5 @@ pub mod generate;
 pub mod inspect;
 pub mod logits;
 pub mod pipeline;
+pub mod plan;
 pub mod train;
