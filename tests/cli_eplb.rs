@@ -158,3 +158,36 @@ fn study_refuses_loads_that_are_not_counts() {
         "runs[0].domains.prose.relative_load[0][0]",
     );
 }
+
+#[test]
+fn study_also_places_each_domain_by_the_other_domains_loads() {
+    // Two domains, loads 30, 10, 10, 10 and 10, 10, 10, 30 (15 per expert when balanced).
+    let tmp = tempfile::tempdir().unwrap();
+    let third = 10.0 / 15.0;
+    let doc = serde_json::json!({
+        "preset": { "seq_len": 2, "model": { "n_activated_experts": 1, "n_routed_experts": 4 } },
+        "runs": [{ "variant": "v", "domains": {
+            "code": { "tokens": 30, "relative_load": [[2.0, third, third, third]] },
+            "prose": { "tokens": 30, "relative_load": [[third, third, third, 2.0]] }
+        }}]
+    });
+    let path = tmp.path().join("results.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let out = tmp.path().join("study");
+    let (ok, stdout, stderr) =
+        common::v3lab(&["eplb", "--study", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eplb-study.json")).unwrap()).unwrap();
+    let point = doc["points"].as_array().unwrap().iter().find(|p| p["gpus"] == 2 && p["redundant"] == 2).unwrap();
+    // By hand, 2 GPUs and 6 replicas. Placed by prose's loads, the 30 of expert 3 gets three
+    // copies; the six equal replicas go 0, 2, 3 | 1, 3, 3 (lighter GPU first, the first on
+    // a tie). Code's loads on that: 30 + 10 + 10/3 against 10 + 20/3, so 43.3 over a mean
+    // of 30; the mirror image for prose.
+    let held_out: Vec<f64> =
+        point["held_out_by_domain"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(held_out.len(), 2);
+    for value in held_out {
+        assert!((value - 13.0 / 9.0).abs() < 1e-12, "{value}");
+    }
+}

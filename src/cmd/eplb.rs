@@ -8,7 +8,9 @@
 //! `v3lab eplb --study RESULTS.json... --out DIR`: the same placement on the expert loads
 //! that v3lab's own ablation runs measured (each run's `relative_load`, counted on its
 //! validation sequences after training), for 2 to E GPUs and 0, 1, 2 or 4 redundant
-//! experts per GPU; prints max/mean GPU load and writes `eplb-study.{svg,png,json}`.
+//! experts per GPU; prints max/mean GPU load and writes `eplb-study.{svg,png,json}`. Besides
+//! the placement fitted to the loads it serves, each validation domain's loads are placed
+//! by the other domains' loads of the same layer: a placement chosen from other statistics.
 
 use anyhow::Result;
 use clap::Args;
@@ -109,10 +111,31 @@ fn read_weight(path: &Path) -> Result<Array2<i64>> {
 }
 
 /// The measured loads of one group of runs (one variant of one study): every run's every
-/// MoE layer, as token counts [layer × seed, experts].
+/// MoE layer, as token counts [layer × seed, experts], summed over the validation domains
+/// (`layers`) and per domain (`by_domain`, [layer × seed][domain][expert]).
 struct MeasuredLoads {
     label: String,
     layers: Vec<Vec<i64>>,
+    by_domain: Vec<Vec<Vec<i64>>>,
+}
+
+/// Each domain's max/mean GPU load under the placement EPLB makes from the other domains'
+/// loads of the same layer: the balance of a placement on loads it was not fitted to.
+fn held_out(group: &MeasuredLoads, replicas: usize, gpus: usize) -> Result<Vec<f64>> {
+    let mut imbalance = Vec::new();
+    for domains in group.by_domain.iter().filter(|d| d.len() > 1) {
+        let experts = domains[0].len();
+        for (d, served) in domains.iter().enumerate() {
+            let others: Vec<i64> = (0..experts)
+                .map(|e| domains.iter().enumerate().filter(|&(o, _)| o != d).map(|(_, l)| l[e]).sum())
+                .collect();
+            let placement =
+                rebalance_experts(Array2::from_shape_vec((1, experts), others)?.view(), replicas, 1, 1, gpus)?;
+            let (phy2log, logcnt) = (placement.phy2log.row(0).to_vec(), placement.logcnt.row(0).to_vec());
+            imbalance.push(max_over_mean(&gpu_loads(served, &phy2log, &logcnt, gpus)));
+        }
+    }
+    Ok(imbalance)
 }
 
 /// Redundant experts per GPU in the study (the paper's prefill deployment has one: §3.4).
@@ -123,7 +146,10 @@ fn study(files: &[PathBuf], out: &Path) -> Result<()> {
     for file in files {
         for loads in read_results(file, files.len() > 1)? {
             match groups.iter_mut().find(|g| g.label == loads.label) {
-                Some(g) => g.layers.extend(loads.layers),
+                Some(g) => {
+                    g.layers.extend(loads.layers);
+                    g.by_domain.extend(loads.by_domain);
+                }
                 None => groups.push(loads),
             }
         }
@@ -135,6 +161,8 @@ fn study(files: &[PathBuf], out: &Path) -> Result<()> {
     let gpu_counts: Vec<usize> = (1..).map(|i| 1 << i).take_while(|&p| p <= experts).collect();
     let mut header = vec!["runs".to_string(), "GPUs".to_string(), "index order".to_string()];
     header.extend(REDUNDANT_PER_GPU.map(|k| format!("{k} redundant per GPU")));
+    header.push("one domain's loads: index order".to_string());
+    header.push("one domain's loads, 1 per GPU placed by the other domains' loads".to_string());
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut table = Table::new(
         format!(
@@ -163,6 +191,7 @@ fn study(files: &[PathBuf], out: &Path) -> Result<()> {
                 .collect();
             let mut cells = vec![group.label.clone(), gpus.to_string(), mean_and_worst(&index_order)];
             let mut points = Vec::new();
+            let mut held_out_cell = "—".to_string();
             for per_gpu in REDUNDANT_PER_GPU {
                 let redundant = per_gpu * gpus;
                 let replicas = experts + redundant;
@@ -179,11 +208,20 @@ fn study(files: &[PathBuf], out: &Path) -> Result<()> {
                     .collect();
                 cells.push(mean_and_worst(&imbalance));
                 points.push((redundant as f64, mean(&imbalance)));
+                let held_out = held_out(group, replicas, gpus)?;
+                if per_gpu == 1 {
+                    held_out_cell = mean_and_worst(&held_out);
+                }
                 records.push(json!({
                     "runs": group.label, "gpus": gpus, "redundant": redundant, "replicas": replicas,
-                    "max_over_mean": imbalance, "index_order": index_order,
+                    "max_over_mean": imbalance, "index_order": index_order, "held_out_by_domain": held_out,
                 }));
             }
+            let domain_index_order: Vec<f64> = (group.by_domain.iter().filter(|d| d.len() > 1).flatten())
+                .filter_map(|row| index_order_gpu_loads(row, gpus).map(|l| max_over_mean(&l)))
+                .collect();
+            cells.push(mean_and_worst(&domain_index_order));
+            cells.push(held_out_cell);
             panel.series.push(Series::line(&group.label, points));
             table.push(cells);
         }
@@ -201,7 +239,8 @@ fn study(files: &[PathBuf], out: &Path) -> Result<()> {
         "{table}Loads: each run's routed-token counts per expert on its validation sequences after training, \
          one row per MoE layer. Each placement is EPLB's for that layer's own loads, so this is the balance \
          when the placement is fitted to the loads it serves (the paper re-chooses it from statistics, \
-         e.g. every 10 minutes: §3.4).\nwrote {}.svg, .png and .json",
+         e.g. every 10 minutes: §3.4); the last two columns take each domain's loads alone, in index order and \
+         placed by the other domains' loads of the same layer (a placement not fitted to them).\nwrote {}.svg, .png and .json",
         stem.display()
     );
     Ok(())
@@ -242,8 +281,9 @@ fn read_results(path: &Path, prefix_study: bool) -> Result<Vec<MeasuredLoads>> {
         let domains = run["domains"]
             .as_object()
             .ok_or_else(|| Error::config(format!("runs[{i}].domains"), format!("in {}: missing", path.display())))?;
-        let mut layers: Vec<Vec<i64>> = Vec::new();
-        for (name, domain) in domains {
+        // [layer][domain][expert]
+        let mut layers: Vec<Vec<Vec<i64>>> = Vec::new();
+        for (d, (name, domain)) in domains.iter().enumerate() {
             let at = format!("runs[{i}].domains.{name}");
             let tokens = field(&domain["tokens"], &format!("{at}.tokens"))? as f64;
             // `tokens` counts next-token targets: seq_len − 1 per validation sequence.
@@ -264,8 +304,9 @@ fn read_results(path: &Path, prefix_study: bool) -> Result<Vec<MeasuredLoads>> {
                     .into());
                 }
                 if layers.len() <= l {
-                    layers.push(vec![0; experts]);
+                    layers.push(Vec::new());
                 }
+                layers[l].resize(d + 1, vec![0; experts]);
                 for (e, value) in row.iter().enumerate() {
                     let count = value.as_f64().unwrap_or(f64::NAN) * per_expert;
                     // Counts come back whole; anything else is not the layout read here.
@@ -276,13 +317,19 @@ fn read_results(path: &Path, prefix_study: bool) -> Result<Vec<MeasuredLoads>> {
                         )
                         .into());
                     }
-                    layers[l][e] += count.round() as i64;
+                    layers[l][d][e] = count.round() as i64;
                 }
             }
         }
+        // A domain that lacks a layer leaves zeros there.
+        let summed: Vec<Vec<i64>> =
+            layers.iter().map(|ds| (0..experts).map(|e| ds.iter().map(|l| l[e]).sum()).collect()).collect();
         match groups.iter_mut().find(|g| g.label == label) {
-            Some(g) => g.layers.extend(layers),
-            None => groups.push(MeasuredLoads { label, layers }),
+            Some(g) => {
+                g.layers.extend(summed);
+                g.by_domain.extend(layers);
+            }
+            None => groups.push(MeasuredLoads { label, layers: summed, by_domain: layers }),
         }
     }
     if groups.is_empty() {
