@@ -25,6 +25,12 @@ enum Command {
     Train(cmd::train::TrainArgs),
     /// FP8 simulation: scaled GEMM with a simulated accumulator, and the FP8 study.
     Fp8(cmd::fp8::Fp8Args),
+    /// Redundant experts placed on GPUs as deepseek-ai/EPLB places them (hierarchical or global policy).
+    Eplb(cmd::eplb::EplbArgs),
+    /// Pipeline schedules (1F1B, ZB1P, DualPipe, DualPipeV) simulated: bubbles, memory, Gantt charts, Table 2.
+    Pipeline(cmd::pipeline::PipelineArgs),
+    /// Deployment arithmetic (§3.2.2, §3.4): weights, KV cache and all-to-all per GPU of the prefill and decode units.
+    Plan(cmd::plan::PlanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +42,9 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Fp8(args) => cmd::fp8::run(args),
+        Command::Pipeline(args) => cmd::pipeline::run(args),
+        Command::Eplb(args) => cmd::eplb::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

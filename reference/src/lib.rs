@@ -10,6 +10,8 @@ pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod data;
+pub mod deploy;
+pub mod eplb;
 pub mod error;
 pub mod fp8;
 pub mod generate;
@@ -20,6 +22,7 @@ pub mod model;
 pub mod moe;
 pub mod mtp;
 pub mod params;
+pub mod pipeline;
 pub mod plot;
 pub mod train;
 
