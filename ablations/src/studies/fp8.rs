@@ -168,17 +168,34 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
     let spread_text = spread.map_or("one seed only".into(), |x| format!("{:.3}%", 100.0 * x));
     let mut lines = Vec::new();
 
-    let recipe = worst("fp8");
-    lines.push(match recipe {
-        Some(w) => format!(
-            "FP8 recipe vs BF16 (paper: relative loss error consistently below 0.25%): the largest gap over the second \
-             half of training is {:.3}% ± {:.3}% (seed-to-seed spread of the BF16 runs: {spread_text}), so the claim {} \
-             at this scale.",
-            100.0 * w.mean,
-            100.0 * w.std,
-            if w.mean + w.std < PAPER_GAP { "holds" } else { "does not hold" }
-        ),
-        None => "FP8 recipe vs BF16: not measured.".into(),
+    // Runs from the same weights on the same batches still drift apart (routing is discrete:
+    // a rounding difference flips an expert choice, and the trajectories separate), so
+    // f32 against BF16, a change far smaller than FP8's, measures how finely this scale can
+    // resolve a gap at all.
+    let floor = worst("f32");
+    lines.push(match (worst("fp8"), floor) {
+        (Some(w), floor) => {
+            let verdict = if w.mean + w.std < PAPER_GAP {
+                "holds at this scale".to_string()
+            } else if let Some(f) = floor.filter(|f| w.mean <= f.mean + 2.0 * f.std.max(w.std)) {
+                format!(
+                    "cannot be resolved at this scale: f32 and BF16 themselves drift {:.3}% ± {:.3}% apart over the \
+                     same steps, and FP8's gap is no larger",
+                    100.0 * f.mean,
+                    100.0 * f.std
+                )
+            } else {
+                "does not hold at this scale (and the gap exceeds f32's own drift from BF16)".to_string()
+            };
+            format!(
+                "FP8 recipe vs BF16 (paper: relative loss error consistently below 0.25%): the largest gap over the \
+                 second half of training is {:.3}% ± {:.3}% (seed-to-seed spread of the BF16 runs: {spread_text}); the \
+                 claim {verdict}.",
+                100.0 * w.mean,
+                100.0 * w.std,
+            )
+        }
+        (None, _) => "FP8 recipe vs BF16: not measured.".into(),
     });
     lines.push(format!(
         "BF16 vs f32 (the baseline is faithful): final training-loss gap of f32 to BF16 {}.",
@@ -220,7 +237,7 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
     lines.push(
         "Scale: the paper's effects grow with K (the accumulator's error with the length of the sum) and with training \
          length (Appendix B.2's divergence came after ~300B tokens); this study's GEMMs have K ≤ 3·dim and its runs \
-         a few thousand steps, so small gaps here are expected and do not refute the paper's larger ones."
+         hundreds of steps of a few thousand tokens, so small gaps here are expected and do not refute the paper's larger ones."
             .into(),
     );
     lines
