@@ -41,18 +41,40 @@ pub fn stat(results: &[RunResult], variant: &str, f: impl Fn(&RunResult) -> Opti
     Stat::of(&values)
 }
 
+/// What a difference the paper expects to be positive says, against the seed noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Significance {
+    OneSeed,
+    Agrees,
+    Contradicts,
+    Inconclusive,
+}
+
+/// The studies' one rule: a difference counts beyond two standard deviations of the seed
+/// noise, and needs at least two seeds (`n`).
+pub fn significance(diff: f64, noise: f64, n: usize) -> Significance {
+    if n < 2 {
+        Significance::OneSeed
+    } else if diff > 2.0 * noise {
+        Significance::Agrees
+    } else if diff < -2.0 * noise {
+        Significance::Contradicts
+    } else {
+        Significance::Inconclusive
+    }
+}
+
 /// How a difference between two variants reads, given the spread over seeds: `lower` is
 /// the variant the paper says should have the smaller value.
 pub fn compare(what: &str, lower: (&str, Stat), higher: (&str, Stat)) -> String {
     let (diff, noise) = higher.1.minus(&lower.1);
-    let verdict = if lower.1.n < 2 {
-        "one seed only, so no verdict on significance"
-    } else if diff > 2.0 * noise {
-        "agrees with the paper"
-    } else if diff < -2.0 * noise {
-        "contradicts the paper"
-    } else {
-        "is inconclusive at this scale (the difference is within two standard deviations of the seed noise)"
+    let verdict = match significance(diff, noise, lower.1.n) {
+        Significance::OneSeed => "one seed only, so no verdict on significance",
+        Significance::Agrees => "agrees with the paper",
+        Significance::Contradicts => "contradicts the paper",
+        Significance::Inconclusive => {
+            "is inconclusive at this scale (the difference is within two standard deviations of the seed noise)"
+        }
     };
     format!(
         "{what}: {} {:.4} vs {} {:.4} (difference {:+.4}, seed noise {:.4}): our result {verdict}.",

@@ -10,7 +10,7 @@
 
 use super::V3_BALANCE;
 use crate::figures::{loss_curves, max_vio_curves, smoothed_train_loss};
-use crate::report::{domain_mean, per_domain_table, table, Column, Stat};
+use crate::report::{domain_mean, per_domain_table, significance, stat, table, Column, Significance, Stat};
 use crate::run::{RunResult, Variant};
 use crate::study::Study;
 use anyhow::Result;
@@ -113,11 +113,6 @@ fn validation_gap(results: &[RunResult], run: &RunResult) -> Option<f64> {
     Some((l - b) / b)
 }
 
-fn stat_of(results: &[RunResult], variant: &str, f: &dyn Fn(&RunResult) -> Option<f64>) -> Option<Stat> {
-    let values: Vec<f64> = results.iter().filter(|r| r.variant == variant).filter_map(f).collect();
-    Stat::of(&values)
-}
-
 fn percent(s: Option<Stat>) -> String {
     s.map_or("not measured".into(), |s| format!("{:+.3}% ± {:.3}%", 100.0 * s.mean, 100.0 * s.std))
 }
@@ -162,8 +157,8 @@ fn analyse(results: &[RunResult], names: &[String]) -> String {
 
 /// One sentence per claim of the paper, with our numbers and whether they agree.
 fn verdicts(results: &[RunResult]) -> Vec<String> {
-    let worst = |v: &str| stat_of(results, v, &|r| worst_gap(results, r));
-    let final_ = |v: &str| stat_of(results, v, &|r| final_gap(results, r).map(f64::abs));
+    let worst = |v: &str| stat(results, v, |r| worst_gap(results, r));
+    let final_ = |v: &str| stat(results, v, |r| final_gap(results, r).map(f64::abs));
     let spread = seed_spread(results);
     let spread_text = spread.map_or("one seed only".into(), |x| format!("{:.3}%", 100.0 * x));
     let mut lines = Vec::new();
@@ -199,7 +194,7 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
     });
     lines.push(format!(
         "BF16 vs f32 (the baseline is faithful): final training-loss gap of f32 to BF16 {}.",
-        percent(stat_of(results, "f32", &|r| final_gap(results, r)))
+        percent(stat(results, "f32", |r| final_gap(results, r)))
     ));
     // Each undone choice should widen the gap to BF16 (the paper's reason for the choice).
     let claims = [
@@ -216,14 +211,13 @@ fn verdicts(results: &[RunResult]) -> Vec<String> {
             continue;
         };
         let (diff, noise) = undone.minus(&kept);
-        let verdict = if undone.n < 2 {
-            "one seed only, so no verdict"
-        } else if diff > 2.0 * noise {
-            "agrees with the paper (undoing the choice widens the gap)"
-        } else if diff < -2.0 * noise {
-            "contradicts the paper (undoing the choice narrows the gap)"
-        } else {
-            "is inconclusive at this scale (within two standard deviations of the seed noise)"
+        let verdict = match significance(diff, noise, undone.n) {
+            Significance::OneSeed => "one seed only, so no verdict",
+            Significance::Agrees => "agrees with the paper (undoing the choice widens the gap)",
+            Significance::Contradicts => "contradicts the paper (undoing the choice narrows the gap)",
+            Significance::Inconclusive => {
+                "is inconclusive at this scale (within two standard deviations of the seed noise)"
+            }
         };
         lines.push(format!(
             "{claim}: |gap to BF16| over the last 10% of steps {:.3}% with `{name}` vs {:.3}% with the recipe \
