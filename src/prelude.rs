@@ -15,8 +15,8 @@ pub use crate::plot::{
     Bars, ColorScale, Figure, Heatmap, Heatmaps, Lines, Panel, Scale, Series, Svg, TokenClass, TokenStrip,
 };
 pub use crate::{
-    balance, checkpoint, fp8, mla, model, moe, mtp, train, AttentionImpl, Backend, CpuBackend, Decoder, ModelConfig,
-    Params, RouteSpec, Routing, ScoreFunc, Transformer,
+    balance, checkpoint, deploy, eplb, fp8, mla, model, moe, mtp, pipeline, train, AttentionImpl, Backend, CpuBackend,
+    Decoder, ModelConfig, Params, RouteSpec, Routing, ScoreFunc, Transformer,
 };
 pub use indicatif::ProgressBar;
 pub use ndarray::{self, s, Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, Ix2, IxDyn};

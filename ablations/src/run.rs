@@ -124,6 +124,28 @@ pub struct RunResult {
     pub speculative: Option<Speculative>,
 }
 
+impl RunResult {
+    /// The routed-token counts behind the domains' `relative_load`, summed over the
+    /// validation domains: `[MoE layer][expert]`, the loads `v3lab eplb --study` places.
+    /// `relative_load` is count / (routed / experts), routed being the domain's validation
+    /// positions × top-k, and `tokens` counts next-token targets (seq_len − 1 a sequence).
+    pub fn expert_counts(&self, spec: &PresetSpec) -> Vec<Vec<i64>> {
+        let cfg = spec.model_config(0);
+        let routed_per_target = spec.seq_len as f64 / (spec.seq_len - 1) as f64 * cfg.n_activated_experts as f64;
+        let mut counts: Vec<Vec<i64>> = Vec::new();
+        for domain in self.domains.values() {
+            let per_expert = domain.tokens as f64 * routed_per_target / cfg.n_routed_experts as f64;
+            for (layer, row) in domain.relative_load.iter().enumerate() {
+                if counts.len() <= layer {
+                    counts.push(vec![0; row.len()]);
+                }
+                counts[layer].iter_mut().zip(row).for_each(|(c, r)| *c += (r * per_expert).round() as i64);
+            }
+        }
+        counts
+    }
+}
+
 fn train_config(spec: &PresetSpec, variant: &Variant, seed: u64, steps: usize) -> TrainConfig {
     TrainConfig {
         steps,
@@ -341,6 +363,26 @@ fn speculate<B: Backend>(b: &B, model: &Transformer<B>, data: &Tokenized, spec: 
 #[cfg(test)]
 mod tests {
     use super::mutual_information;
+
+    #[test]
+    fn expert_counts_are_the_whole_routed_token_counts_of_a_saved_study() {
+        // The sample report of ablate-aux-free: 16 experts, top-4, seq_len 128, 3 domains.
+        let path = v3lab_reference::lab::project_dir().join("docs/sample-reports/ablate-aux-free/results.json");
+        let saved = crate::study::read_saved(&path).unwrap();
+        assert_eq!(saved.study, "ablate-aux-free");
+        assert_eq!(saved.runs.len(), 12);
+        let top_k = saved.spec.model_config(0).n_activated_experts as i64;
+        for run in &saved.runs {
+            let counts = run.expert_counts(&saved.spec);
+            let sequences: usize = run.domains.values().map(|d| d.tokens / (saved.spec.seq_len - 1)).sum();
+            assert_eq!(counts.len(), 3, "{}: one row per MoE layer", run.variant);
+            for row in &counts {
+                assert_eq!(row.len(), 16);
+                // Every routed position counted once per chosen expert, in every layer.
+                assert_eq!(row.iter().sum::<i64>(), (sequences * saved.spec.seq_len) as i64 * top_k, "{}", run.variant);
+            }
+        }
+    }
 
     #[test]
     fn mutual_information_is_zero_for_independence_and_log_domains_for_a_partition() {

@@ -279,6 +279,30 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A study's saved `results.json`, as far as a reader of its runs needs it.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub study: String,
+    pub spec: PresetSpec,
+    pub runs: Vec<RunResult>,
+}
+
+/// Reads a study's `results.json`: its name, preset and runs (e.g. a notebook starting from
+/// a sample report's runs instead of training them again).
+pub fn read_saved(path: &Path) -> Result<Saved> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: malformed JSON", path.display()))?;
+    let field = |name: &str| saved.get(name).with_context(|| format!("{}: no field `{name}`", path.display()));
+    Ok(Saved {
+        study: field("study")?.as_str().with_context(|| format!("{}: field `study`", path.display()))?.to_string(),
+        spec: serde_json::from_value(field("preset")?.clone())
+            .with_context(|| format!("{}: field `preset`", path.display()))?,
+        runs: serde_json::from_value(field("runs")?.clone())
+            .with_context(|| format!("{}: field `runs`", path.display()))?,
+    })
+}
+
 /// The report and figures of a saved `results.json`.
 fn rerender(study: &Study, out: &Path, path: &Path) -> Result<PathBuf> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
