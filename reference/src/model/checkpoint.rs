@@ -58,7 +58,10 @@ type WeightMap = BTreeMap<String, PathBuf>;
 /// The weight files of `dir`, and the index's tensor → file map when the weights are sharded.
 fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
     let index = dir.join("model.safetensors.index.json");
-    if index.exists() {
+    // `symlink_metadata`, not `exists`: a dangling link or a link loop is there, and
+    // reading it reports what is wrong with it by name.
+    let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if present(&index) {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::file(&index, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::file(&index, format!("malformed JSON: {e}")))?;
@@ -79,7 +82,7 @@ fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
         return Ok((files.into_iter().collect(), Some(weight_map)));
     }
     let single = dir.join("model.safetensors");
-    if single.exists() {
+    if present(&single) {
         return Ok((vec![single], None));
     }
     Err(Error::Checkpoint { dir: dir.into(), msg: NO_WEIGHTS.into() })
