@@ -425,3 +425,27 @@ fn messages_name_what_is_at_fault() {
         &["optimizer.safetensors", &victim_name, "NaN"],
     );
 }
+
+/// A config.json describing far more than its weights is refused before any shape is
+/// built (10⁹ experts' shapes alone would exhaust memory), even past the memory check.
+#[test]
+fn a_config_larger_than_its_weights_is_refused_before_building_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model =
+        config_only(tmp.path(), "m", json!({"n_routed_experts": 1_000_000_000u64, "n_group": 1, "topk_group": 1}));
+    std::fs::copy(golden().join("model.safetensors"), model.join("model.safetensors")).unwrap();
+    let tokens = golden().join("expected.safetensors");
+    let out = tmp.path().join("logits.safetensors");
+    let (ok, _, stderr) = common::v3lab(&[
+        "logits",
+        "--no-memory-check",
+        "--checkpoint",
+        s(&model),
+        "--tokens",
+        s(&tokens),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!ok && stderr.contains("describes") && stderr.contains("not this model's weights"), "{stderr}");
+    assert!(!stderr.contains("memory allocation") && !out.exists(), "{stderr}");
+}
