@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use v3lab_reference::io::write_atomically;
+use v3lab_reference::io::{write_atomically, OutputDir};
 use v3lab_reference::CpuBackend;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -205,13 +205,8 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         bail!("--seeds must be at least 1");
     }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("ablation-out").join(study.name));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    if let Some(path) = &args.from_results {
-        return rerender(study, &out, path);
-    }
+    // Every argument is checked before the output folder is touched: an error leaves nothing.
     let variants = chosen_variants(study, &args.only)?;
-    let started = std::time::Instant::now();
-    let engine = Engine::open(args.backend)?;
     let mut spec = PresetSpec::of(args.preset);
     match (args.minutes, args.steps) {
         (Some(m), _) if m.is_nan() || m <= 0.0 => bail!("--minutes must be positive, got {m}"),
@@ -220,6 +215,14 @@ pub fn run(study: &Study, args: &Args) -> Result<PathBuf> {
         (_, Some(n)) => spec.budget = Budget::Steps(n),
         _ => {}
     }
+    if let Some(path) = &args.from_results {
+        let _out = lock_output(&out)?;
+        return rerender(study, &out, path);
+    }
+    let engine = Engine::open(args.backend)?;
+    // Locked (a second study into it is refused) and shown writable before any training.
+    let _out = lock_output(&out)?;
+    let started = std::time::Instant::now();
     let corpus = match &args.corpus {
         Some(path) => Corpus::from_user(path, 5)?,
         None => {
@@ -301,6 +304,12 @@ pub fn read_saved(path: &Path) -> Result<Saved> {
         runs: serde_json::from_value(field("runs")?.clone())
             .with_context(|| format!("{}: field `runs`", path.display()))?,
     })
+}
+
+/// Locks `out` for this process (created if new) and proves it writable; see
+/// [`v3lab_reference::io::OutputDir`].
+fn lock_output(out: &Path) -> Result<OutputDir> {
+    OutputDir::lock(out).with_context(|| format!("--out {}", out.display()))
 }
 
 /// The report and figures of a saved `results.json`.

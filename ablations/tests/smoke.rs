@@ -181,3 +181,31 @@ fn only_names_a_studys_variants() {
     assert!(!output.status.success());
     assert!(stderr.contains("--only") && stderr.contains("`fp9`") && stderr.contains("fp8-tensor-scaling"), "{stderr}");
 }
+
+/// An argument error leaves no output folder behind, and a folder another study is
+/// writing is refused before any training (issue 20).
+#[test]
+fn argument_errors_leave_nothing_and_a_locked_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("never");
+    for args in [["--steps", "0"], ["--minutes", "-1"], ["--only", "fp9"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ablate-fp8"))
+            .args(["--preset", "smoke"])
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    let busy = tmp.path().join("busy");
+    let _held = v3lab_reference::io::OutputDir::lock(&busy).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ablate-mtp"))
+        .args(["--preset", "smoke", "--steps", "2", "--out"])
+        .arg(&busy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("another v3lab run is writing"), "{stderr}");
+}

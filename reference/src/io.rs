@@ -19,6 +19,17 @@ pub struct MappedFile {
 
 impl MappedFile {
     pub fn open(path: &Path) -> Result<Self> {
+        // Following symbolic links: a loop reports itself here, by name.
+        let meta = std::fs::metadata(path).map_err(|e| Error::file(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::file(path, "is a folder, not a safetensors file"));
+        }
+        if !meta.is_file() {
+            return Err(Error::file(path, "is not a regular file (a device, pipe or socket), not a safetensors file"));
+        }
+        if meta.len() == 0 {
+            return Err(Error::file(path, "is empty, not a safetensors file"));
+        }
         let file = File::open(path).map_err(|e| Error::file(path, e))?;
         // Safety is the mmap crate's concern; the file is only read, and the header is
         // validated by `SafeTensors::deserialize` before any tensor is touched.
@@ -117,11 +128,66 @@ impl OwnedTensor {
     }
 }
 
+/// Refuses to write `path` unless it is a new path or an existing regular file: the final
+/// rename of an atomic write would replace whatever sits there (a device node, a symbolic
+/// link, a folder's name).
+pub fn check_output_file(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) => {
+            let kind = if m.is_dir() {
+                "a folder"
+            } else if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file (a device, pipe or socket)"
+            };
+            Err(Error::file(path, format!("is {kind}; v3lab writes an output only to a regular file or a new path")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::file(path, e)),
+    }
+}
+
+/// Whether two existing paths are the same file (same device and inode).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Refuses an output that is also one of the inputs (`(flag, path)`), naming both.
+pub fn refuse_output_over_input(output_flag: &str, output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    for (flag, input) in inputs {
+        if same_file(output, input) {
+            return Err(Error::file(
+                output,
+                format!("{output_flag} is also the input {flag}: refusing to overwrite it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The temporary name of an atomic write of `name` by this process.
+fn temporary_name(name: &str) -> String {
+    format!(".{name}.{}.tmp", std::process::id())
+}
+
+/// Whether `name` is a temporary of [`write_atomically`], of a figure, or of a checkpoint
+/// folder (`.step-N.tmp-PID`): what a killed write leaves behind.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".tmp.png") || name.contains(".tmp-"))
+}
+
 /// Writes `path` through a temporary file in the same folder and a rename.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    check_output_file(path)?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(temporary_name(&name.to_string_lossy()));
     let result = (|| {
         let mut file = File::create(&tmp)?;
         write(&mut file)?;
@@ -133,6 +199,90 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::R
         let _ = std::fs::remove_file(&tmp);
         Error::file(path, e)
     })
+}
+
+/// Writes `path` by `write(tmp)` to a temporary path of the same extension (for writers
+/// that take a path and pick the format by its extension, as plotters' PNG does), then a
+/// rename.
+pub fn write_atomically_via_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    check_output_file(path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stem = path.file_stem().ok_or_else(|| Error::file(path, "not a file path"))?.to_string_lossy();
+    let ext = path.extension().map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+    let tmp = dir.join(format!("{}{ext}", temporary_name(&stem)));
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::file(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// An output folder held by this process: created if new, locked (an advisory `flock` on
+/// its `.v3lab.lock`, released by the kernel when the process ends, even by `kill -9`)
+/// so that a second run into it is refused, and swept of the temporaries a killed run left.
+pub struct OutputDir {
+    pub path: PathBuf,
+    _lock: File,
+}
+
+pub const LOCK_FILE: &str = ".v3lab.lock";
+
+impl OutputDir {
+    pub fn lock(path: &Path) -> Result<Self> {
+        if let Ok(m) = std::fs::metadata(path) {
+            if !m.is_dir() {
+                return Err(Error::file(
+                    path,
+                    "exists and is not a folder; an output folder must be a folder or a new path",
+                ));
+            }
+        }
+        std::fs::create_dir_all(path).map_err(|e| Error::file(path, e))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::file(&lock_path, format!("{e} (is the output folder writable?)")))?;
+        if !try_lock(&lock) {
+            return Err(Error::file(
+                path,
+                format!("another v3lab run is writing this folder (it holds {LOCK_FILE}); choose another --out"),
+            ));
+        }
+        for dir in [path.to_path_buf(), path.join("checkpoints")] {
+            remove_stale_temporaries(&dir)?;
+        }
+        Ok(OutputDir { path: path.to_path_buf(), _lock: lock })
+    }
+}
+
+// `flock` is the one portable-enough advisory lock that dies with its process.
+#[allow(unsafe_code)]
+fn try_lock(file: &File) -> bool {
+    use std::os::unix::io::AsRawFd;
+    // Safety: a valid open descriptor; flock has no memory effects.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes the temporaries of killed writes in `dir` (not recursively); the caller holds
+/// the folder's lock, so none of them belongs to a live writer.
+fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_temporary(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| Error::file(&path, format!("a stale temporary of a killed run, not removable: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Writes a safetensors file atomically, with `{"format": "pt"}` metadata (what

@@ -137,4 +137,46 @@ fn nan_is_reported_with_step_and_tensor() {
     let mut trainer = Trainer::new(&b, model, cfg.clone(), corpus(tmp.path(), &cfg)).unwrap();
     let e = trainer.train_step().unwrap_err().to_string();
     assert!(e.contains("step 0") && e.contains(bad) && e.contains("NaN"), "{e}");
+    // Through `run`, the failed first step leaves no (empty) metrics.jsonl behind.
+    let model = Transformer::new(&b, tiny_model(), &init).unwrap();
+    let out = tmp.path().join("out");
+    let e = Trainer::new(&b, model, cfg.clone(), corpus(tmp.path(), &cfg)).unwrap().run(&out, |_| {}).unwrap_err();
+    assert!(e.to_string().contains("step 0"), "{e}");
+    assert!(!out.join("metrics.jsonl").exists(), "a run that failed at step 0 left metrics.jsonl");
+}
+
+/// The fingerprints in trainer_state.json: a resume with another corpus, fewer steps, or an
+/// edited config.json is refused; format-1 checkpoints (without them) still resume.
+#[test]
+fn resume_refuses_other_data_lowered_steps_and_an_edited_model() {
+    let b = CpuBackend::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = train_config(3);
+    let model = Transformer::new(&b, tiny_model(), &init_params(&tiny_model(), 0.05, 5).unwrap()).unwrap();
+    Trainer::new(&b, model, cfg.clone(), corpus(tmp.path(), &cfg)).unwrap().run(tmp.path(), |_| {}).unwrap();
+    let ckpt = tmp.path().join("checkpoints/step-000003");
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let other_text: Vec<String> =
+        (0..12).map(|i| format!("another document {i} about {}", "y".repeat(i + 20))).collect();
+    std::fs::write(other.join("corpus.txt"), other_text.join("\n\n")).unwrap();
+    let other_corpus =
+        Corpus::build(&other.join("corpus.txt"), &v3lab_reference::data::ByteTokenizer, &cfg.data).unwrap();
+    let pos = DataPosition { seed: cfg.data.seed, ..Default::default() };
+    let batches = Batches::Corpus {
+        loader: Loader::new(other_corpus.train, other_corpus.seq_len, pos).unwrap(),
+        val: other_corpus.val,
+    };
+    let e = Trainer::resume(&b, &ckpt, train_config(5), batches).err().unwrap().to_string();
+    assert!(e.contains("fingerprints differ"), "{e}");
+    let e = Trainer::resume(&b, &ckpt, train_config(2), corpus(tmp.path(), &cfg)).err().unwrap().to_string();
+    assert!(e.contains("`steps`") && e.contains("below"), "{e}");
+    assert!(Trainer::resume(&b, &ckpt, train_config(5), corpus(tmp.path(), &cfg)).is_ok());
+    // Format 1 (no fingerprints) still loads.
+    let state_path = ckpt.join("trainer_state.json");
+    let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("fingerprint");
+    state["format"] = 1.into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    assert!(Trainer::resume(&b, &ckpt, train_config(5), corpus(tmp.path(), &cfg)).is_ok());
 }

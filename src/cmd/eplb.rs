@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use v3lab::eplb::{gpu_loads, index_order_gpu_loads, max_over_mean, rebalance_experts, Policy};
-use v3lab::io::{write_safetensors, MappedFile, OwnedTensor};
+use v3lab::io::{check_output_file, refuse_output_over_input, write_safetensors, MappedFile, OutputDir, OwnedTensor};
 use v3lab::lab::Table;
 use v3lab::plot::{Figure, Lines, Panel, Scale, Series};
 use v3lab::Error;
@@ -62,6 +62,8 @@ pub fn run(args: &EplbArgs) -> Result<()> {
             Error::setting("--weights", "--weights, --replicas, --groups, --nodes and --gpus are needed").into()
         );
     };
+    refuse_output_over_input("--out", &args.out, &[("--weights", weights)])?;
+    check_output_file(&args.out)?;
     let weight = read_weight(weights)?;
     let placement = rebalance_experts(weight.view(), replicas, groups, nodes, gpus)?;
     write_safetensors(
@@ -142,6 +144,9 @@ fn held_out(group: &MeasuredLoads, replicas: usize, gpus: usize) -> Result<Vec<f
 const REDUNDANT_PER_GPU: [usize; 4] = [0, 1, 2, 4];
 
 fn study(files: &[PathBuf], out: &Path) -> Result<()> {
+    let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("--study", f.as_path())).collect();
+    refuse_output_over_input("--out", out, &inputs)?;
+    let _out = OutputDir::lock(out)?;
     let mut groups: Vec<MeasuredLoads> = Vec::new();
     for file in files {
         for loads in read_results(file, files.len() > 1)? {

@@ -18,7 +18,7 @@ use v3lab::fp8::fit::{self, Measured};
 use v3lab::fp8::hardware::{self, Measurement};
 use v3lab::fp8::study::{self, StudyConfig};
 use v3lab::fp8::{gemm, provenance, Accumulator, Provenance, Scaling, E4M3, PRESETS};
-use v3lab::io::{write_safetensors, MappedFile, OwnedTensor};
+use v3lab::io::{check_output_file, refuse_output_over_input, write_safetensors, MappedFile, OutputDir, OwnedTensor};
 
 #[derive(Args)]
 pub struct Fp8Args {
@@ -190,6 +190,7 @@ fn run_fit(args: &FitArgs) -> Result<()> {
 
 fn run_study(args: &StudyArgs) -> Result<()> {
     let cfg = if args.small { StudyConfig::small() } else { StudyConfig::default() };
+    let _out = OutputDir::lock(&args.out)?;
     let result = study::run(&cfg)?;
     study::write(&args.out, &result)?;
     println!("{}", study::markdown(&result));
@@ -254,6 +255,8 @@ fn run_gemm(args: &GemmArgs) -> Result<()> {
     if let Some(Provenance::Hypothesis(why)) = provenance(&args.accumulator) {
         eprintln!("note: `{}` is a hypothesis, not fitted to a chip: {why}", args.accumulator);
     }
+    refuse_output_over_input("--out", &args.out, &[("--input", &args.input)])?;
+    check_output_file(&args.out)?;
     let file = MappedFile::open(&args.input)?;
     let a = hardware::codes(&file, "a")?.mapv(u16::from);
     let b = hardware::codes(&file, "b")?.mapv(u16::from);

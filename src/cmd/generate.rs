@@ -57,6 +57,9 @@ pub struct GenerateArgs {
     /// Print one JSON object (ids, text, statistics) on stdout instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Run even where the model would need more memory than this machine has.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// The flag that sets a library setting, for its errors.
@@ -84,6 +87,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let sampling = Sampling { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p };
     sampling.validate().map_err(|e| with_flag(args, e))?;
     let dir = &args.checkpoint;
+    super::memory_preflight(dir, 1, args.max_new_tokens.saturating_add(1), args.no_memory_check)?;
     let ckpt = checkpoint::load(dir)?;
     for note in &ckpt.notes {
         eprintln!("note: {note}");

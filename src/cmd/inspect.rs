@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use v3lab::checkpoint::{Opened, NO_WEIGHTS};
 use v3lab::mla::CacheValues;
 use v3lab::model::params::Layout;
-use v3lab::{Error, ModelConfig, Params};
+use v3lab::model::params::ParamCounts;
+use v3lab::{Error, ModelConfig};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -23,8 +24,14 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// BF16 bytes per token of a cache of `values` per layer, all layers (u128: no overflow).
+fn cache_bytes(values: usize, cfg: &ModelConfig) -> u128 {
+    values as u128 * 2 * cfg.n_layers as u128
+}
+
 fn human(n: usize) -> String {
     match n {
+        n if n >= 1_000_000_000_000 => format!("{:.2}T", n as f64 / 1e12),
         n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
         n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
@@ -52,9 +59,11 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let cfg = &config;
     let layout = opened.as_ref().map_or(Layout::default(), |o| o.layout);
     let stored = opened.as_ref().map_or_else(Default::default, |o| o.dtype_counts());
-    let counts = Params::shapes(cfg, layout).counts(cfg);
+    // In closed form: a calculator for any valid configuration, however large.
+    let sizes = cfg.sizes(layout)?;
+    let counts =
+        ParamCounts { total: sizes.total as usize, activated: sizes.activated as usize, mtp: sizes.mtp as usize };
     let CacheValues { latent, mha, naive } = CacheValues::of(cfg);
-    let bf16 = 2;
     let report = json!({
         "checkpoint": args.checkpoint,
         "config": cfg.to_released_json(),
@@ -62,7 +71,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         "parameters": { "total": counts.total, "activated": counts.activated, "mtp": counts.mtp },
         "cache_values_per_token_per_layer": { "mla_latent": latent, "mha": mha, "naive_per_head_kv": naive },
         "cache_bytes_per_token_bf16": {
-            "mla_latent": latent * bf16 * cfg.n_layers, "mha": mha * bf16 * cfg.n_layers, "naive_per_head_kv": naive * bf16 * cfg.n_layers,
+            "mla_latent": cache_bytes(latent, cfg), "mha": cache_bytes(mha, cfg), "naive_per_head_kv": cache_bytes(naive, cfg),
         },
     });
     let text =
@@ -76,10 +85,9 @@ fn render(
     args: &InspectArgs,
     cfg: &ModelConfig,
     stored: &std::collections::BTreeMap<String, usize>,
-    counts: v3lab::model::params::ParamCounts,
+    counts: ParamCounts,
 ) -> String {
     let CacheValues { latent, mha, naive } = CacheValues::of(cfg);
-    let bf16 = 2;
     let mut out = String::new();
     let o = &mut out;
     let moe_layers = (0..cfg.n_layers).filter(|&l| cfg.is_moe_layer(l)).count();
@@ -148,8 +156,8 @@ fn render(
         o,
         "KV cache per token, all {} layers, BF16: MLA {} bytes, MHA {} bytes",
         cfg.n_layers,
-        latent * bf16 * cfg.n_layers,
-        mha * bf16 * cfg.n_layers
+        cache_bytes(latent, cfg),
+        cache_bytes(mha, cfg)
     );
     out
 }

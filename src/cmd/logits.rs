@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use ndarray::{ArrayD, Axis, Ix2};
 use std::path::PathBuf;
 use v3lab::checkpoint::Checkpoint;
-use v3lab::io::{write_safetensors, MappedFile, OwnedTensor};
+use v3lab::io::{check_output_file, refuse_output_over_input, write_safetensors, MappedFile, OwnedTensor};
 use v3lab::{checkpoint, AttentionImpl, Backend, CpuBackend, Decoder, Transformer};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,6 +47,9 @@ pub struct LogitsArgs {
     /// cache of the chosen attention) instead of one forward over all positions.
     #[arg(long)]
     pub decode: bool,
+    /// Run even where the model would need more memory than this machine has.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 /// Reads `tokens` [B, S] (I64) from a safetensors file.
@@ -89,11 +92,16 @@ fn logits_on<B: Backend>(
 }
 
 pub fn run(args: &LogitsArgs) -> Result<()> {
+    let (weights, config) = (args.checkpoint.join("model.safetensors"), args.checkpoint.join("config.json"));
+    let inputs = [("--tokens", args.tokens.as_path()), ("--checkpoint", &weights), ("--checkpoint", &config)];
+    refuse_output_over_input("--out", &args.out, &inputs)?;
+    check_output_file(&args.out)?;
+    let tokens = read_tokens(&args.tokens)?;
+    super::memory_preflight(&args.checkpoint, tokens.nrows(), tokens.ncols(), args.no_memory_check)?;
     let ckpt = checkpoint::load(&args.checkpoint)?;
     for note in &ckpt.notes {
         eprintln!("note: {note}");
     }
-    let tokens = read_tokens(&args.tokens)?;
     let imp = match args.attention {
         AttentionChoice::Naive => AttentionImpl::Naive,
         AttentionChoice::Absorbed => AttentionImpl::Absorbed,

@@ -63,7 +63,7 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
     let timeline = simulate(&schedule, &times)?;
     let report = timeline.report(&schedule);
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+        let _out = v3lab::io::OutputDir::lock(dir)?;
         let stem = dir.join(kind.name());
         let title = format!("{}: {} ranks, {} micro-batches", kind.name(), args.ranks, args.micro_batches);
         let width = (40.0 * timeline.makespan() / times.forward.min(times.weight)).clamp(900.0, 4000.0) as u32;

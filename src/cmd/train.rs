@@ -24,10 +24,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use v3lab::config::size::{check_memory, training_need};
 use v3lab::data::tokenizer::{from_spec, Special, Tokenizer};
 use v3lab::data::{Corpus, DataPosition, Loader};
-use v3lab::io::write_atomically;
+use v3lab::io::{refuse_output_over_input, write_atomically, OutputDir};
 use v3lab::model::config::ModelConfig;
+use v3lab::params::Layout;
 use v3lab::train::init::{init_params, INIT_STD};
 use v3lab::train::trainer::Batches;
 use v3lab::train::{TrainConfig, Trainer};
@@ -59,6 +61,9 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Train even where the model and batch would need more memory than this machine has.
+    #[arg(long)]
+    pub no_memory_check: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendChoice,
 }
@@ -110,9 +115,42 @@ fn write_tokenizer(out: &Path, tok: &dyn Tokenizer, seq_len: usize) -> Result<()
     Ok(())
 }
 
+/// Refuses, before anything is allocated, a model whose MTP depth disagrees with
+/// train.json or that would not fit in this machine's memory.
+fn preflight(args: &TrainArgs, cfg: &TrainConfig, data: &Batches) -> Result<()> {
+    let config_path = args.checkpoint.join("config.json");
+    let model = ModelConfig::from_file(&config_path)?;
+    if args.init_seed.is_some() && model.n_mtp_layers != cfg.mtp_depth {
+        bail!(
+            "{}: train.json `mtp_depth` {} but {} has `num_nextn_predict_layers` {}",
+            args.config.display(),
+            cfg.mtp_depth,
+            config_path.display(),
+            model.n_mtp_layers
+        );
+    }
+    let (batch, positions) = match data {
+        Batches::Fixed(t) => (t.nrows(), t.ncols()),
+        Batches::Corpus { .. } => (cfg.data.batch_size, cfg.data.seq_len),
+    };
+    let need = training_need(&model, Layout::default(), batch, positions)?;
+    if !args.no_memory_check {
+        check_memory(&need, None, "--no-memory-check").with_context(|| config_path.display().to_string())?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_file(&args.config)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--checkpoint", &args.checkpoint), ("--config", &args.config)];
+    inputs.extend(args.tokens.as_deref().map(|p| ("--tokens", p)));
+    inputs.extend(args.corpus.as_deref().map(|p| ("--corpus", p)));
+    refuse_output_over_input("--out", &args.out, &inputs)?;
     let (data, tokenizer) = batches(args, &cfg)?;
+    preflight(args, &cfg, &data)?;
+    // Held until the run ends: a second run into the same folder is refused, and what a
+    // killed run left half-written there is swept away first.
+    let _out = OutputDir::lock(&args.out)?;
     if let Some(tok) = &tokenizer {
         write_tokenizer(&args.out, tok.as_ref(), cfg.data.seq_len)?;
     }
@@ -148,10 +186,21 @@ fn train_on<B: Backend>(b: &B, args: &TrainArgs, cfg: TrainConfig, data: Batches
                 (ckpt.config, ckpt.params)
             }
         };
+        if cfg.mtp_depth != params.mtp.len() {
+            bail!(
+                "{}: train.json `mtp_depth` {} but the model in {} has {} MTP module(s) (num_nextn_predict_layers)",
+                args.config.display(),
+                cfg.mtp_depth,
+                args.checkpoint.display(),
+                params.mtp.len()
+            );
+        }
         let model = Transformer::new(b, config, &params)?;
-        Trainer::new(b, model, cfg, data).map_err(|e| match &args.tokens {
-            Some(path) => anyhow::Error::new(e).context(format!("{}: tensor `tokens`", path.display())),
-            None => e.into(),
+        // What Trainer::new still refuses here is about the batch: name its file.
+        Trainer::new(b, model, cfg, data).map_err(|e| match (&args.tokens, &e) {
+            (Some(path), _) => anyhow::Error::new(e).context(format!("{}: tensor `tokens`", path.display())),
+            (None, v3lab::Error::Config { .. }) => anyhow::Error::new(e).context(args.config.display().to_string()),
+            (None, _) => e.into(),
         })?
     };
     let total = trainer.cfg.steps as u64;

@@ -192,6 +192,7 @@ impl Corpus {
 
     /// A user corpus: a folder with a subfolder per domain of text files, or JSONL file(s).
     pub fn from_user(path: &Path, validation_percent: u64) -> Result<Corpus> {
+        std::fs::metadata(path).with_context(|| format!("--corpus {}", path.display()))?;
         let mut docs = Vec::new();
         let jsonl: Vec<PathBuf> =
             if path.is_file() { vec![path.to_path_buf()] } else { sources::files_with(path, "jsonl", 0) };

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 mod released;
+pub mod size;
 pub use released::{IGNORED_KEYS, READ_KEYS};
 
 /// YaRN context extension (Peng et al.; DeepSeek-V3 §4.3 and the public `precompute_freqs_cis`).
@@ -125,7 +126,16 @@ const RELEASED_NAMES: &[(&str, &str)] = &[
     ("yarn.original_seq_len", "rope_parameters.original_max_position_embeddings"),
     ("yarn.attention_factor", "rope_parameters.attention_factor"),
     ("n_mtp_layers", "num_nextn_predict_layers"),
+    ("yarn.mscale_all_dim", "rope_parameters.mscale_all_dim"),
 ];
+
+/// A field as both layouts spell it: `hidden_size (dim)`, or the one name they share.
+pub fn field_names(internal: &str) -> String {
+    match RELEASED_NAMES.iter().find(|(i, _)| *i == internal) {
+        Some((_, released)) => format!("{released} ({internal})"),
+        None => internal.to_string(),
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Layout {
@@ -383,10 +393,28 @@ impl ModelConfig {
             if y.original_seq_len == 0 {
                 return Err(Error::config("yarn.original_seq_len", "must be positive"));
             }
-            if y.rotary_amplitude <= 0.0 {
-                return Err(Error::config("yarn.attention_factor", "must be positive"));
+            if y.rotary_amplitude <= 0.0 || !y.rotary_amplitude.is_finite() {
+                return Err(Error::config(
+                    "yarn.attention_factor",
+                    format!(
+                        "the rotary amplitude is {} (from factor {} and mscale {:?}): it must be positive and finite",
+                        y.rotary_amplitude, y.factor, y.mscale
+                    ),
+                ));
+            }
+            let scale = self.softmax_scale();
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(Error::config(
+                    "yarn.mscale_all_dim",
+                    format!(
+                        "{} with factor {} makes the softmax scale {scale}: it must be positive and finite",
+                        y.mscale_all_dim, y.factor
+                    ),
+                ));
             }
         }
+        // Every size must be computable: no overflow anywhere (a large but valid model is fine).
+        self.sizes(crate::params::Layout::default())?;
         Ok(())
     }
 

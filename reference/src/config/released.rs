@@ -275,7 +275,14 @@ impl ModelConfig {
             n_routed_experts: f.usize("n_routed_experts")?,
             n_shared_experts: f.usize_or("n_shared_experts", Some(0))?,
             n_activated_experts: f.usize("num_experts_per_tok")?,
-            n_expert_groups: f.usize_or("n_group", Some(1))?,
+            n_expert_groups: match (f.get("n_group"), f.usize_or("topk_group", Some(1))?) {
+                (None, keep) if keep > 1 => {
+                    return Err(
+                        f.err("n_group", format!("missing (1 group by default) but topk_group keeps {keep} groups"))
+                    )
+                }
+                _ => f.usize_or("n_group", Some(1))?,
+            },
             n_limited_groups: f.usize_or("topk_group", Some(1))?,
             score_func: f.score_func("scoring_func", "sigmoid")?,
             route_scale: f.f32_or("routed_scaling_factor", Some(1.0))?,

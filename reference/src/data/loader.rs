@@ -60,6 +60,15 @@ impl Loader {
     }
 
     /// One more than the largest token id: the smallest vocabulary that can read the data.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// The packed training sequences, flat (what the run trains on, in file order).
+    pub fn sequences(&self) -> &[u32] {
+        &self.sequences
+    }
+
     pub fn vocab_needed(&self) -> usize {
         self.max_id as usize + 1
     }

@@ -58,7 +58,10 @@ type WeightMap = BTreeMap<String, PathBuf>;
 /// The weight files of `dir`, and the index's tensor → file map when the weights are sharded.
 fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
     let index = dir.join("model.safetensors.index.json");
-    if index.exists() {
+    // `symlink_metadata`, not `exists`: a dangling link or a link loop is there, and
+    // reading it reports what is wrong with it by name.
+    let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if present(&index) {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::file(&index, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::file(&index, format!("malformed JSON: {e}")))?;
@@ -79,7 +82,7 @@ fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
         return Ok((files.into_iter().collect(), Some(weight_map)));
     }
     let single = dir.join("model.safetensors");
-    if single.exists() {
+    if present(&single) {
         return Ok((vec![single], None));
     }
     Err(Error::Checkpoint { dir: dir.into(), msg: NO_WEIGHTS.into() })
@@ -194,6 +197,27 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     let (mut missing, mut misshaped) = (Vec::new(), Vec::new());
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
 
+    // Before a single shape is built: a config.json that describes more than twice the
+    // parameters the files hold cannot be these weights (a few missing tensors are listed
+    // by name below; a list of 10⁹ experts' shapes alone could exhaust memory).
+    let sizes = config.sizes(layout)?;
+    let tied = if config.tie_word_embeddings { (config.vocab_size * config.dim) as u128 } else { 0 };
+    let described = (sizes.total as u128 + sizes.mtp as u128).saturating_sub(tied);
+    let stored: u128 = files
+        .iter()
+        .flat_map(|f| {
+            f.tensors().iter().map(|(_, v)| v.shape().iter().map(|&d| d as u128).product::<u128>()).collect::<Vec<_>>()
+        })
+        .sum();
+    if described > 2 * stored {
+        return Err(Error::Checkpoint {
+            dir: dir.to_path_buf(),
+            msg: format!(
+                "config.json describes {described} parameters but the weights hold {stored} values: \
+                 they are not this model's weights"
+            ),
+        });
+    }
     let shapes = Params::shapes(&config, layout);
     let params = shapes.try_map(|name, _, shape| -> Result<ArrayD<f32>> {
         let name = if name == "lm_head.weight" && config.tie_word_embeddings && !located.contains_key(name) {

@@ -86,10 +86,11 @@ pub trait Figure {
     fn save(&self, stem: &Path, width: u32, height: u32) -> Result<()> {
         let svg = self.svg(width, height)?;
         crate::io::write_atomically(&stem.with_extension("svg"), |f| std::io::Write::write_all(f, svg.0.as_bytes()))?;
-        let png = stem.with_extension("png");
-        let root = BitMapBackend::new(&png, (width, height)).into_drawing_area();
-        self.draw(&root).map_err(|e| Error::file(&png, e))?;
-        root.present().map_err(|e| Error::file(&png, e))
+        crate::io::write_atomically_via_path(&stem.with_extension("png"), |png| {
+            let root = BitMapBackend::new(png, (width, height)).into_drawing_area();
+            self.draw(&root).map_err(|e| Error::file(png, e))?;
+            root.present().map_err(|e| Error::file(png, e))
+        })
     }
 }
 

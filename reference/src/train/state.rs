@@ -6,7 +6,9 @@
 //!   gates' selection biases `e_score_correction_bias` included), F32, as [`checkpoint::save`];
 //! - `optimizer.safetensors`: AdamW's moments, `exp_avg.NAME` and `exp_avg_sq.NAME`, F32;
 //! - `trainer_state.json`: the step, AdamW's update count, the data position (the RNG
-//!   state of the data order: seed, epoch, cursor) and the `train.json` of the run;
+//!   state of the data order: seed, epoch, cursor), the `train.json` of the run, and
+//!   fingerprints (SHA-256) of the data it trains on and of the model's configuration, so
+//!   that a resume with another corpus or an edited `config.json` is refused;
 //! - `metrics.jsonl`: the metrics of every step so far.
 //!
 //! The folder is written under a temporary name and renamed into place: a crash leaves
@@ -27,7 +29,9 @@ use std::path::{Path, PathBuf};
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
-const FORMAT: u32 = 1;
+/// Format 2 added the fingerprints; format 1 checkpoints still load (without the checks).
+pub const FORMAT: u32 = 2;
+const FORMATS_READ: [u32; 2] = [1, 2];
 
 /// `trainer_state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,37 @@ pub struct RunState {
     /// Where the data loader stands (None when every step trains on one fixed batch).
     pub data: Option<DataPosition>,
     pub train: TrainConfig,
+    /// What the run trained on and with (absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// SHA-256 fingerprints of a run's inputs, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fingerprint {
+    /// The token stream: the fixed batch (shape and ids), or the corpus's packed training
+    /// and validation sequences and their length.
+    pub data: String,
+    /// The model's configuration as `config.json` writes it.
+    pub model: String,
+}
+
+/// SHA-256 of `parts`, each length-prefixed (so that no two different lists collide by
+/// concatenation), as lowercase hex.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint of a model configuration.
+pub fn model_fingerprint(config: &ModelConfig) -> String {
+    sha256_hex(&[config.to_released_json().to_string().as_bytes()])
 }
 
 /// A checkpoint read back on the host.
@@ -105,10 +140,19 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
         .map_err(|e| Error::file(&state_path, format!("{e} (is {} a training checkpoint?)", dir.display())))?;
     let state: RunState =
         serde_json::from_str(&text).map_err(|e| Error::file(&state_path, format!("malformed: {e}")))?;
-    if state.format != FORMAT {
-        return Err(Error::file(&state_path, format!("format {} (this build reads {FORMAT})", state.format)));
+    if !FORMATS_READ.contains(&state.format) {
+        return Err(Error::file(&state_path, format!("format {} (this build reads {FORMATS_READ:?})", state.format)));
     }
     let ckpt = checkpoint::load(dir)?;
+    if let Some(f) = &state.fingerprint {
+        if model_fingerprint(&ckpt.config) != f.model {
+            return Err(Error::file(
+                dir.join("config.json"),
+                "differs from the model the run was saved with (its fingerprint in trainer_state.json): \
+                 a resumed run continues the same model",
+            ));
+        }
+    }
     let opt_path = dir.join(OPTIMIZER_FILE);
     let file = MappedFile::open(&opt_path)?;
     let mut moments = Vec::new();
@@ -121,6 +165,9 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
             let t = file.f32(&key)?;
             if t.shape() != p.shape() {
                 return Err(Error::tensor(&opt_path, key, format!("shape {:?}, expected {:?}", t.shape(), p.shape())));
+            }
+            if let Some(bad) = t.iter().find(|v| !v.is_finite()) {
+                return Err(Error::tensor(&opt_path, key, format!("holds {bad}: AdamW's moments must be finite")));
             }
             Ok(t)
         };

@@ -9,7 +9,7 @@
 use super::config::TrainConfig;
 use super::objective::{loss_and_grads, Losses, Objective};
 use super::optim::{clip_coefficient, global_grad_norm, AdamW};
-use super::state::{load_run, save_run, RunState};
+use super::state::{load_run, model_fingerprint, save_run, sha256_hex, Fingerprint, RunState};
 use crate::backend::Backend;
 use crate::balance::{max_vio, update_model_biases};
 use crate::data::loader::validation_batches;
@@ -28,6 +28,26 @@ pub enum Batches {
     Fixed(Array2<i64>),
     /// A packed corpus: shuffled training sequences, and validation sequences (flat).
     Corpus { loader: Loader, val: Vec<u32> },
+}
+
+impl Batches {
+    /// SHA-256 of the tokens these batches draw from (see [`super::state::Fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        let le32 = |ids: &[u32]| ids.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        match self {
+            Batches::Fixed(t) => {
+                let shape: Vec<u8> = t.shape().iter().flat_map(|&d| (d as u64).to_le_bytes()).collect();
+                let ids: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+                sha256_hex(&[b"fixed", &shape, &ids])
+            }
+            Batches::Corpus { loader, val } => sha256_hex(&[
+                b"corpus",
+                &(loader.seq_len() as u64).to_le_bytes(),
+                &le32(loader.sequences()),
+                &le32(val),
+            ]),
+        }
+    }
 }
 
 /// One line of `metrics.jsonl`: the loss terms before the update, the gradient norm before
@@ -88,6 +108,26 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// saved data position).
     pub fn resume(b: &'b B, dir: &Path, cfg: TrainConfig, batches: Batches) -> Result<Self> {
         let run = load_run(dir)?;
+        if cfg.steps < run.state.step {
+            return Err(Error::config(
+                "steps",
+                format!(
+                    "{} is below the step of the checkpoint {} ({}): a resumed run may only raise `steps`",
+                    cfg.steps,
+                    dir.display(),
+                    run.state.step
+                ),
+            ));
+        }
+        if let Some(saved) = &run.state.fingerprint {
+            if batches.fingerprint() != saved.data {
+                return Err(Error::Input(format!(
+                    "the data (--corpus or --tokens) is not what the run saved in {} trained on \
+                     (their fingerprints differ): a resumed run continues on the same tokens",
+                    dir.display()
+                )));
+            }
+        }
         let same = TrainConfig { steps: cfg.steps, ..run.state.train.clone() };
         if same != cfg {
             return Err(Error::config(
@@ -126,8 +166,29 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 format!("{} but the model has {have} MTP module(s) (num_nextn_predict_layers)", self.cfg.mtp_depth),
             ));
         }
+        let context = self.model.cfg.max_seq_len;
+        if let Batches::Corpus { loader, .. } = &self.batches {
+            if loader.seq_len() > context {
+                return Err(Error::config(
+                    "data.seq_len",
+                    format!(
+                        "{} positions per sequence but the model's context is {context} (max_position_embeddings)",
+                        loader.seq_len()
+                    ),
+                ));
+            }
+        }
         if let Batches::Fixed(t) = &self.batches {
             self.model.check_tokens(t.view())?;
+            // Each MTP depth k predicts t[i+k+1]: D modules need D + 2 positions for one target.
+            let need = self.cfg.mtp_depth + 2;
+            if t.ncols() < need {
+                return Err(Error::Input(format!(
+                    "the batch has {} positions, but next-token prediction with mtp_depth {} needs at least {need}",
+                    t.ncols(),
+                    self.cfg.mtp_depth
+                )));
+            }
         }
         if let Batches::Corpus { loader, .. } = &self.batches {
             if loader.vocab_needed() > self.model.cfg.vocab_size {
@@ -257,9 +318,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
     pub fn run(&mut self, out: &Path, mut on_step: impl FnMut(&StepMetrics)) -> Result<()> {
         std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
         let metrics_path = out.join(super::state::METRICS_FILE);
-        super::state::write_lines(&metrics_path, &self.metrics)?;
-        let mut log =
-            std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(|e| Error::file(&metrics_path, e))?;
+        // Written (atomically, with the lines of a resumed run) once the first step has
+        // succeeded, then appended to: a run that fails at its first step leaves no file.
+        let mut log: Option<std::fs::File> = None;
         while self.step < self.cfg.steps {
             let mut m = self.train_step()?;
             let done = self.step;
@@ -269,14 +330,30 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 }
             }
             let line = serde_json::to_string(&m).expect("metrics serialise");
-            std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes())
-                .map_err(|e| Error::file(&metrics_path, e))?;
             self.metrics.push(line);
+            match &mut log {
+                Some(file) => {
+                    std::io::Write::write_all(file, format!("{}\n", self.metrics[self.metrics.len() - 1]).as_bytes())
+                        .map_err(|e| Error::file(&metrics_path, e))?
+                }
+                None => {
+                    super::state::write_lines(&metrics_path, &self.metrics)?;
+                    let file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&metrics_path)
+                        .map_err(|e| Error::file(&metrics_path, e))?;
+                    log = Some(file);
+                }
+            }
             on_step(&m);
             if self.cfg.checkpoint_every > 0 && done.is_multiple_of(self.cfg.checkpoint_every) && done < self.cfg.steps
             {
                 self.save_checkpoint(&out.join("checkpoints").join(format!("step-{done:06}")))?;
             }
+        }
+        if log.is_none() {
+            // Nothing left to train (a resume at its last step): the file still says so.
+            super::state::write_lines(&metrics_path, &self.metrics)?;
         }
         self.save_checkpoint(&out.join("checkpoints").join(format!("step-{:06}", self.step)))?;
         crate::model::checkpoint::save(
@@ -306,12 +383,16 @@ impl<'b, B: Backend> Trainer<'b, B> {
             Batches::Corpus { loader, .. } => Some(loader.position()),
         };
         let state = RunState {
-            format: 1,
+            format: super::state::FORMAT,
             step: self.step,
             adam_step: self.optimizer.step,
             tokens_seen: self.tokens_seen,
             data,
             train: self.cfg.clone(),
+            fingerprint: Some(Fingerprint {
+                data: self.batches.fingerprint(),
+                model: model_fingerprint(&self.model.cfg),
+            }),
         };
         save_run(dir, &self.model.cfg, &self.host_params()?, &host_opt, &state, &self.metrics)
     }
