@@ -106,6 +106,14 @@ pub struct ModelConfig {
     pub precision: Precision,
 }
 
+/// The largest width, context or count a config may give (DeepSeek-V3's largest is 163,840).
+pub const MAX_SIZE: usize = 1 << 24;
+/// The most (layers + MTP modules) × (routed experts + 1) (DeepSeek-V3: 62 × 257).
+pub const MAX_EXPERT_SLOTS: usize = 1 << 18;
+/// The most parameters, MTP modules with their own embedding and head included
+/// (DeepSeek-V3: 6.7·10¹¹): every size computed from them fits a `usize`.
+pub const MAX_PARAMETERS: u128 = 1 << 48;
+
 /// Internal name → released `config.json` name, for error messages about released files.
 const RELEASED_NAMES: &[(&str, &str)] = &[
     ("dim", "hidden_size"),
@@ -322,6 +330,7 @@ impl ModelConfig {
                 return Err(Error::config(field, "must be positive"));
             }
         }
+        self.validate_sizes()?;
         if self.n_activated_experts > self.n_routed_experts {
             return Err(Error::config(
                 "n_activated_experts",
@@ -386,6 +395,64 @@ impl ModelConfig {
             if y.rotary_amplitude <= 0.0 {
                 return Err(Error::config("yarn.attention_factor", "must be positive"));
             }
+        }
+        Ok(())
+    }
+
+    /// Bounds on sizes (the fuzzers' findings, fuzz/README.md): no width, layer count or
+    /// parameter count a config gives can overflow what is computed from it, nor make
+    /// loading it allocate without bound.
+    fn validate_sizes(&self) -> Result<()> {
+        let widths = [
+            ("vocab_size", self.vocab_size),
+            ("dim", self.dim),
+            ("inter_dim", self.inter_dim),
+            ("moe_inter_dim", self.moe_inter_dim),
+            ("n_layers", self.n_layers),
+            ("n_dense_layers", self.n_dense_layers),
+            ("moe_layer_freq", self.moe_layer_freq),
+            ("n_heads", self.n_heads),
+            ("n_routed_experts", self.n_routed_experts),
+            ("n_shared_experts", self.n_shared_experts),
+            ("n_activated_experts", self.n_activated_experts),
+            ("n_expert_groups", self.n_expert_groups),
+            ("n_limited_groups", self.n_limited_groups),
+            ("q_lora_rank", self.q_lora_rank.unwrap_or(0)),
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_nope_head_dim", self.qk_nope_head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("v_head_dim", self.v_head_dim),
+            ("max_seq_len", self.max_seq_len),
+            ("n_mtp_layers", self.n_mtp_layers),
+        ];
+        for (field, value) in widths {
+            if value > MAX_SIZE {
+                return Err(Error::config(
+                    field,
+                    format!("{value} exceeds the largest size v3lab accepts, {MAX_SIZE}"),
+                ));
+            }
+        }
+        // Each block holds its experts' shapes: (layers + MTP modules) × experts is bounded.
+        let slots = (self.n_layers + self.n_mtp_layers) * (self.n_routed_experts + 1);
+        if slots > MAX_EXPERT_SLOTS {
+            return Err(Error::config(
+                "n_routed_experts",
+                format!(
+                    "{} experts in each of {} layers: more than the {MAX_EXPERT_SLOTS} v3lab accepts",
+                    self.n_routed_experts,
+                    self.n_layers + self.n_mtp_layers
+                ),
+            ));
+        }
+        let shapes =
+            crate::params::Params::shapes(self, crate::params::Layout { mtp_own_embed: true, mtp_own_head: true });
+        let total: u128 = shapes.leaves().iter().map(|(_, _, s)| s.iter().map(|&d| d as u128).product::<u128>()).sum();
+        if total > MAX_PARAMETERS {
+            return Err(Error::config(
+                "dim",
+                format!("{total} parameters: more than the {MAX_PARAMETERS} v3lab accepts"),
+            ));
         }
         Ok(())
     }
