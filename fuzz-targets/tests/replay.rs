@@ -32,6 +32,7 @@ fn committed_seeds_and_regressions_replay_without_panicking() {
         }
     }
     assert!(replayed >= TARGETS.len());
+    fuzz_targets::remove_scratch();
 }
 
 #[test]
@@ -58,4 +59,5 @@ fn the_valid_seeds_load() {
     // A header program of zeros: the F32 seed, unchanged.
     let outcome = run_with_outcome(target("checkpoint_header").unwrap(), &[]);
     assert!(outcome.starts_with("opened | loaded"), "{outcome}");
+    fuzz_targets::remove_scratch();
 }

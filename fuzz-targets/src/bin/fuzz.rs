@@ -222,6 +222,7 @@ struct Totals {
 
 fn supervise(o: &Options) -> ExitCode {
     let per_target = o.seconds / o.targets.len() as f64;
+    println!("fuzz: {} target(s), {per_target:.0} s each, --seed {}", o.targets.len(), o.seed);
     let mut all = Vec::new();
     for (k, target) in o.targets.iter().enumerate() {
         let totals = supervise_target(o, target, per_target, o.seed.wrapping_add(k as u64 * 0x1000));
