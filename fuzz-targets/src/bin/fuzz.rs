@@ -457,12 +457,6 @@ fn run_worker(o: &Options) -> ExitCode {
             }
         }
     };
-    // The seeds themselves first (their outcomes become the known ones).
-    let initial: Vec<Vec<u8>> = corpus.clone();
-    for input in &initial {
-        try_one(input, &mut corpus, &mut known, &mut panics);
-        execs += 1;
-    }
     let start = Instant::now();
     let mut last_report = Instant::now();
     let report = |execs: u64, corpus: usize, panics: u64| {
@@ -471,6 +465,20 @@ fn run_worker(o: &Options) -> ExitCode {
         let _ = out.flush();
     };
     report(execs, corpus.len(), panics);
+    // The corpus itself first (its outcomes become the known ones), within the time given
+    // and reporting as it goes: a large grown corpus takes a while.
+    let initial: Vec<Vec<u8>> = corpus.clone();
+    for input in &initial {
+        if start.elapsed().as_secs_f64() >= o.seconds {
+            break;
+        }
+        try_one(input, &mut corpus, &mut known, &mut panics);
+        execs += 1;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            report(execs, corpus.len(), panics);
+            last_report = Instant::now();
+        }
+    }
     while start.elapsed().as_secs_f64() < o.seconds {
         let parent = &corpus[rng.below(corpus.len())];
         let other = &corpus[rng.below(corpus.len())];
