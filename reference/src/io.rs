@@ -56,7 +56,8 @@ impl MappedFile {
             return to_f32(&view).map(|a| a.mapv(f64::from)).map_err(|msg| Error::tensor(&self.path, name, msg));
         }
         let data = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
-        Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), data).expect("safetensors checked the size"))
+        ArrayD::from_shape_vec(IxDyn(view.shape()), data)
+            .map_err(|e| Error::tensor(&self.path, name, shape_error(&view, e)))
     }
 
     /// The tensor `name` as i64 (I64 or I32 storage).
@@ -70,7 +71,7 @@ impl MappedFile {
             }
             other => return Err(Error::tensor(&self.path, name, format!("dtype {other:?}, expected I64"))),
         };
-        Ok(ArrayD::from_shape_vec(shape, data).expect("safetensors checked the size"))
+        ArrayD::from_shape_vec(shape, data).map_err(|e| Error::tensor(&self.path, name, shape_error(&view, e)))
     }
 
     /// The raw bytes and shape of a U8 / F8 tensor.
@@ -78,6 +79,21 @@ impl MappedFile {
         let view = self.tensors().tensor(name).map_err(|_| Error::tensor(&self.path, name, "missing"))?;
         Ok((view.shape().to_vec(), view.dtype(), view.data()))
     }
+}
+
+/// Reads the I64 (or I32) tensor `tokens` [B, S] of a safetensors file: the token files of
+/// `v3lab logits --tokens` and `v3lab train --tokens`. Errors name the file and the tensor.
+pub fn read_tokens(path: &Path) -> Result<ndarray::Array2<i64>> {
+    let file = MappedFile::open(path)?;
+    let tokens = file.i64("tokens")?;
+    let shape = tokens.shape().to_vec();
+    let tokens = tokens
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|_| Error::tensor(path, "tokens", format!("shape {shape:?}, expected [batch, positions]")))?;
+    if tokens.is_empty() {
+        return Err(Error::tensor(path, "tokens", format!("is empty ({shape:?})")));
+    }
+    Ok(tokens)
 }
 
 // memmap2's `Mmap::map` is `unsafe` because another process may change the file while it
@@ -98,7 +114,13 @@ pub fn to_f32(view: &TensorView<'_>) -> std::result::Result<ArrayD<f32>, String>
         Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
         other => return Err(format!("dtype {other:?} is not a float type v3lab reads here")),
     };
-    Ok(ArrayD::from_shape_vec(IxDyn(view.shape()), data).expect("safetensors checked the size"))
+    ArrayD::from_shape_vec(IxDyn(view.shape()), data).map_err(|e| shape_error(view, e))
+}
+
+/// The error of a shape that safetensors accepts (its bytes match) but no array can have:
+/// an empty tensor whose other dimensions multiply past `isize::MAX` (a fuzzer's finding).
+fn shape_error(view: &TensorView<'_>, e: ndarray::ShapeError) -> String {
+    format!("shape {:?} cannot be held ({e})", view.shape())
 }
 
 /// A tensor to write: name, dtype, shape, little-endian bytes.

@@ -6,10 +6,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use ndarray::{ArrayD, Axis, Ix2};
+use ndarray::{ArrayD, Axis};
 use std::path::PathBuf;
 use v3lab::checkpoint::Checkpoint;
-use v3lab::io::{check_output_file, refuse_output_over_input, write_safetensors, MappedFile, OwnedTensor};
+use v3lab::io::{check_output_file, refuse_output_over_input, write_safetensors, OwnedTensor};
 use v3lab::{checkpoint, AttentionImpl, Backend, CpuBackend, Decoder, Transformer};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,16 +54,7 @@ pub struct LogitsArgs {
 
 /// Reads `tokens` [B, S] (I64) from a safetensors file.
 pub fn read_tokens(path: &std::path::Path) -> Result<ndarray::Array2<i64>> {
-    let file = MappedFile::open(path)?;
-    let tokens = file.i64("tokens")?;
-    let shape = tokens.shape().to_vec();
-    let tokens = tokens.into_dimensionality::<Ix2>().map_err(|_| {
-        anyhow::anyhow!("{}: tensor `tokens`: shape {shape:?}, expected [batch, positions]", path.display())
-    })?;
-    if tokens.is_empty() {
-        bail!("{}: tensor `tokens` is empty ({shape:?})", path.display());
-    }
-    Ok(tokens)
+    Ok(v3lab::io::read_tokens(path)?)
 }
 
 /// Logits `[B, S, V]` of `tokens` on backend `b`.

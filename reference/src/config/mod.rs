@@ -332,6 +332,9 @@ impl ModelConfig {
                 return Err(Error::config(field, "must be positive"));
             }
         }
+        // Every size must be computable, before anything below adds widths: no overflow
+        // anywhere (a large but valid model is fine: `inspect` is a calculator).
+        self.sizes(crate::params::Layout::default())?;
         if self.n_activated_experts > self.n_routed_experts {
             return Err(Error::config(
                 "n_activated_experts",
@@ -413,8 +416,6 @@ impl ModelConfig {
                 ));
             }
         }
-        // Every size must be computable: no overflow anywhere (a large but valid model is fine).
-        self.sizes(crate::params::Layout::default())?;
         Ok(())
     }
 

@@ -225,7 +225,7 @@ impl ModelConfig {
             ));
         }
         let (nope, rope_dim) = (f.usize("qk_nope_head_dim")?, f.usize("qk_rope_head_dim")?);
-        for (key, want) in [("head_dim", rope_dim), ("qk_head_dim", nope + rope_dim)] {
+        for (key, want) in [("head_dim", rope_dim), ("qk_head_dim", nope.saturating_add(rope_dim))] {
             if f.get(key).is_some() && f.usize(key)? != want {
                 return Err(f.err(key, format!("{} but the head widths imply {want}", f.usize(key)?)));
             }

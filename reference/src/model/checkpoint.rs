@@ -115,7 +115,7 @@ pub fn dequantize_blocks(
         let (i, j) = (k / cols, k % cols);
         table[bits[k] as usize] * scale[[i / block[0], j / block[1]]]
     });
-    Ok(ArrayD::from_shape_vec(IxDyn(&[rows, cols]), data.collect()).expect("rows × cols"))
+    ArrayD::from_shape_vec(IxDyn(&[rows, cols]), data.collect()).map_err(|e| format!("shape {shape:?}: {e}"))
 }
 
 /// A checkpoint folder with its config read and its files' headers validated, before any
