@@ -160,10 +160,14 @@ impl Opened {
         let mtp_base = config.n_layers;
         // transformers declares `num_nextn_predict_layers` but never saves the modules:
         // load such a checkpoint without them, as transformers does, and say so.
-        let mtp_prefixes: Vec<String> =
-            (mtp_base..mtp_base + config.n_mtp_layers).map(|l| format!("model.layers.{l}.")).collect();
+        // By each stored name's layer index, not a list of the modules' prefixes: the config's
+        // count of MTP modules may be anything up to what the sizes check lets through.
+        let is_mtp = |name: &str| {
+            let layer = name.strip_prefix("model.layers.").and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+            layer.is_some_and(|l| l >= mtp_base && l - mtp_base < config.n_mtp_layers)
+        };
         let mut mtp_dropped = 0;
-        if config.n_mtp_layers > 0 && !located.keys().any(|k| mtp_prefixes.iter().any(|p| k.starts_with(p))) {
+        if config.n_mtp_layers > 0 && !located.keys().any(|k| is_mtp(k)) {
             mtp_dropped = config.n_mtp_layers;
             notes.push(format!(
                 "{}: config.json declares {mtp_dropped} MTP module(s) (num_nextn_predict_layers) but the weights \
