@@ -296,18 +296,22 @@ fn messages_name_what_is_at_fault() {
     // An MTP depth mismatch blames train.json and the model, not the tokens.
     let tokens = g.join("expected.safetensors");
     let mtp0 = train_json("mtp0.json", json!({"mtp_depth": 0}));
-    let (ok, _, stderr) = common::v3lab(&[
-        "train",
-        "--quiet",
-        "--checkpoint",
-        s(&g),
-        "--tokens",
-        s(&tokens),
-        "--config",
-        s(&mtp0),
-        "--out",
-        s(&out),
-    ]);
+    // `v3lab train` of the golden checkpoint on its own batch.
+    let train_on_tokens = |config: &Path, out: &Path| {
+        common::v3lab(&[
+            "train",
+            "--quiet",
+            "--checkpoint",
+            s(&g),
+            "--tokens",
+            s(&tokens),
+            "--config",
+            s(config),
+            "--out",
+            s(out),
+        ])
+    };
+    let (ok, _, stderr) = train_on_tokens(&mtp0, &out);
     assert!(
         !ok && stderr.contains("mtp0.json") && stderr.contains("mtp_depth") && !stderr.contains("expected.safetensors"),
         "{stderr}"
@@ -384,18 +388,7 @@ fn messages_name_what_is_at_fault() {
     }
     // A NaN in a saved AdamW moment is reported against optimizer.safetensors.
     let run = tmp.path().join("run");
-    let (ok, _, stderr) = common::v3lab(&[
-        "train",
-        "--quiet",
-        "--checkpoint",
-        s(&g),
-        "--tokens",
-        s(&tokens),
-        "--config",
-        s(&train_json("t2.json", json!({"steps": 2}))),
-        "--out",
-        s(&run),
-    ]);
+    let (ok, _, stderr) = train_on_tokens(&train_json("t2.json", json!({"steps": 2})), &run);
     assert!(ok, "{stderr}");
     let ckpt = run.join("checkpoints/step-000002");
     let opt = ckpt.join("optimizer.safetensors");
