@@ -37,8 +37,13 @@ fn corpus(dir: &Path, cfg: &TrainConfig) -> Batches {
     let text: Vec<String> = (0..12)
         .map(|i| format!("document {i}: the quick brown fox {} jumps over the lazy dog {}", i * 7, "z".repeat(i)))
         .collect();
+    corpus_of(dir, cfg, &text)
+}
+
+/// Batches over `docs` written as a blank-line separated corpus in `dir`.
+fn corpus_of(dir: &Path, cfg: &TrainConfig, docs: &[String]) -> Batches {
     let path = dir.join("corpus.txt");
-    std::fs::write(&path, text.join("\n\n")).unwrap();
+    std::fs::write(&path, docs.join("\n\n")).unwrap();
     let corpus = Corpus::build(&path, &v3lab_reference::data::ByteTokenizer, &cfg.data).unwrap();
     let pos = DataPosition { seed: cfg.data.seed, ..Default::default() };
     Batches::Corpus { loader: Loader::new(corpus.train, corpus.seq_len, pos).unwrap(), val: corpus.val }
@@ -159,14 +164,7 @@ fn resume_refuses_other_data_lowered_steps_and_an_edited_model() {
     std::fs::create_dir_all(&other).unwrap();
     let other_text: Vec<String> =
         (0..12).map(|i| format!("another document {i} about {}", "y".repeat(i + 20))).collect();
-    std::fs::write(other.join("corpus.txt"), other_text.join("\n\n")).unwrap();
-    let other_corpus =
-        Corpus::build(&other.join("corpus.txt"), &v3lab_reference::data::ByteTokenizer, &cfg.data).unwrap();
-    let pos = DataPosition { seed: cfg.data.seed, ..Default::default() };
-    let batches = Batches::Corpus {
-        loader: Loader::new(other_corpus.train, other_corpus.seq_len, pos).unwrap(),
-        val: other_corpus.val,
-    };
+    let batches = corpus_of(&other, &cfg, &other_text);
     let e = Trainer::resume(&b, &ckpt, train_config(5), batches).err().unwrap().to_string();
     assert!(e.contains("fingerprints differ"), "{e}");
     let e = Trainer::resume(&b, &ckpt, train_config(2), corpus(tmp.path(), &cfg)).err().unwrap().to_string();

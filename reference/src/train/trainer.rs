@@ -86,6 +86,9 @@ pub struct Trainer<'b, B: Backend> {
     /// `metrics.jsonl` so far, one JSON object per line.
     pub metrics: Vec<String>,
     tokens_seen: u64,
+    /// [`Batches::fingerprint`] of `batches`, hashed once (a corpus can be large), saved
+    /// with every checkpoint.
+    data_fingerprint: String,
 }
 
 fn at_step(step: usize, e: Error) -> Error {
@@ -98,7 +101,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
     pub fn new(b: &'b B, mut model: Transformer<B>, cfg: TrainConfig, batches: Batches) -> Result<Self> {
         model.cfg.precision = cfg.model_precision()?;
         let optimizer = AdamW::new(b, cfg.adamw(), &model.params)?;
-        let trainer = Trainer { b, model, optimizer, cfg, step: 0, batches, metrics: Vec::new(), tokens_seen: 0 };
+        let data_fingerprint = batches.fingerprint();
+        let trainer = Trainer {
+            b,
+            model,
+            optimizer,
+            cfg,
+            step: 0,
+            batches,
+            metrics: Vec::new(),
+            tokens_seen: 0,
+            data_fingerprint,
+        };
         trainer.check()?;
         Ok(trainer)
     }
@@ -119,8 +133,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 ),
             ));
         }
+        let data_fingerprint = batches.fingerprint();
         if let Some(saved) = &run.state.fingerprint {
-            if batches.fingerprint() != saved.data {
+            if data_fingerprint != saved.data {
                 return Err(Error::Input(format!(
                     "the data (--corpus or --tokens) is not what the run saved in {} trained on \
                      (their fingerprints differ): a resumed run continues on the same tokens",
@@ -152,8 +167,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
             _ => return Err(Error::file(dir, "the run was saved with the other kind of data (--tokens vs --corpus)")),
         };
         let tokens_seen = run.state.tokens_seen;
-        let trainer =
-            Trainer { b, model, optimizer, cfg, step: run.state.step, batches, metrics: run.metrics, tokens_seen };
+        let trainer = Trainer {
+            b,
+            model,
+            optimizer,
+            cfg,
+            step: run.state.step,
+            batches,
+            metrics: run.metrics,
+            tokens_seen,
+            data_fingerprint,
+        };
         trainer.check()?;
         Ok(trainer)
     }
@@ -390,7 +414,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             data,
             train: self.cfg.clone(),
             fingerprint: Some(Fingerprint {
-                data: self.batches.fingerprint(),
+                data: self.data_fingerprint.clone(),
                 model: model_fingerprint(&self.model.cfg),
             }),
         };
