@@ -104,7 +104,10 @@ pub fn gemm(a: &Quantized, b: &Quantized, accumulator: &Accumulator) -> Result<A
     let longest = segments.iter().map(|&(k0, k1)| k1 - k0).max().unwrap_or(0);
     let chunk = accumulator.promote_every.map_or(longest, |nc| nc.clamp(1, longest.max(1)));
     if accumulator.adds_exactly() {
-        let exact_in_f64 = sums_exact_in_f64(&code_span(a), &code_span(b), chunk);
+        // The formats' whole ranges decide it for E4M3 without reading a code; only wider
+        // formats (E5M6) look at the codes actually present.
+        let exact_in_f64 = sums_exact_in_f64(&format_span(a.format), &format_span(b.format), chunk)
+            || sums_exact_in_f64(&code_span(a), &code_span(b), chunk);
         Ok(exact_partials(a, b, &segments, accumulator.promote_every, exact_in_f64))
     } else {
         Ok(simulated(a, b, &a.values(), &b.values(), &segments, accumulator))
@@ -149,6 +152,12 @@ fn code_span(q: &Quantized) -> Option<(i32, i32)> {
         let lsb = exp - 23 + ((bits & 0x7f_ffff) | 0x80_0000).trailing_zeros() as i32;
         Some(span.map_or((exp, lsb), |(e, l): (i32, i32)| (e.max(exp), l.min(lsb))))
     })
+}
+
+/// [`code_span`] of every finite non-zero value `format` holds: a bound on any tensor's.
+fn format_span(format: Minifloat) -> Option<(i32, i32)> {
+    let exp = |v: f32| ((v.to_bits() >> 23) & 0xff) as i32 - 127;
+    Some((exp(format.max_finite()), exp(format.min_subnormal())))
 }
 
 /// Whether every sum of up to `len` products `a[i][k] · b[j][k]` is exact in f64: each
@@ -434,5 +443,14 @@ mod tests {
         let e5m2 = span(crate::fp8::E5M2, 512);
         assert!(!sums_exact_in_f64(&e5m2, &e5m2, 512));
         assert!(sums_exact_in_f64(&None, &e5m2, 2));
+        // The format-wide shortcut is the span of a tensor holding every finite code.
+        for format in [E4M3, crate::fp8::E5M2, crate::fp8::E5M6] {
+            let every: Vec<u16> = (0..1u16 << format.bits()).filter(|&c| format.decode(c as u32).is_finite()).collect();
+            let codes = Array2::from_shape_vec((1, every.len()), every).unwrap();
+            let all = code_span(&Quantized { format, block: (1, codes.ncols()), codes, scales: Array2::ones((1, 1)) });
+            assert_eq!(format_span(format), all, "{format:?}");
+        }
+        assert!(sums_exact_in_f64(&format_span(E4M3), &format_span(E4M3), 128));
+        assert!(!sums_exact_in_f64(&format_span(crate::fp8::E5M6), &format_span(E4M3), 128));
     }
 }
