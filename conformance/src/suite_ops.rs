@@ -225,7 +225,8 @@ pub fn check_rope<B: Backend>(b: &B) {
     }
 }
 
-/// Embedding lookup, row gather and scatter-add (with repeated rows); bad ids fail.
+/// Embedding lookup, row gather, per-token row sums and scatter-add (with repeated rows);
+/// bad ids fail.
 pub fn check_embedding_rows<B: Backend>(b: &B) {
     let mut rng = rng_for("embedding_rows");
     for (vocab, d, n) in [(1, 1, 1), (37, 33, 13), (1000, 257, 130)] {
@@ -243,6 +244,10 @@ pub fn check_embedding_rows<B: Backend>(b: &B) {
             &CPU.gather_rows(&table, &rows).unwrap(),
             COPY_EXACT,
         );
+        // Each group of 3 rows summed in order (the MoE's way back to the tokens).
+        let got = b.sum_rows_in_order(&up(b, &table), &up_idx(b, &rows), 3).unwrap();
+        let want = CPU.sum_rows_in_order(&table, &rows, 3).unwrap();
+        expect_close(b, &format!("sum_rows_in_order {vocab}×{d}"), &got, &want, F32_ELEMENTWISE);
         let src = rand_array(&mut rng, &[3 * n, d]);
         let want = CPU.scatter_add_rows(&table, &rows, &src).unwrap();
         let got = b.scatter_add_rows(&up(b, &table), &up_idx(b, &rows), &up(b, &src)).unwrap();

@@ -1,7 +1,7 @@
 //! Routing and expert dispatch: the gate's decision (public code: `Gate.forward`), its
 //! backward, and the gathers and scatters that move tokens to their experts and back.
 
-use super::MemoryOps;
+use super::{ElementwiseOps, LayoutOps, MemoryOps};
 use crate::error::Result;
 
 /// The routing decision of a gate for N tokens.
@@ -66,7 +66,7 @@ pub struct Dispatch<B: MemoryOps> {
 
 family! {
     /// The gate and the movement of tokens to experts (eqs. 12–16 of the report).
-    pub trait RoutingOps: MemoryOps {
+    pub trait RoutingOps: MemoryOps + LayoutOps + ElementwiseOps {
         /// The gate after its linear map: `logits [N, E]` → scores (sigmoid or softmax), the
         /// selection `bias [E]` added for choosing only, group limit, top-k, weights from the
         /// unbiased scores (public code: `Gate.forward`). Ties between equal biased scores go
@@ -90,6 +90,19 @@ family! {
         fn gather_rows(&self, x: &Self::Tensor, rows: &Self::Indices) -> Result<Self::Tensor>;
         /// `dst [N, D]` with `src [M, D]` added at rows `rows [M]` (repeats accumulate).
         fn scatter_add_rows(&self, dst: &Self::Tensor, rows: &Self::Indices, src: &Self::Tensor) -> Result<Self::Tensor>;
+
+        /// `Σ_j rows[order[n·k + j]]` for each `n`: `rows [M, D]`, `order [N·k]` → `[N, D]`, each
+        /// token's `k` rows added from zero in `order`'s order (how the MoE brings expert
+        /// outputs back to their tokens, the same on every backend and run). The default
+        /// gathers, then sums over the `k`; a backend may do both in one pass.
+        fn sum_rows_in_order(&self, rows: &Self::Tensor, order: &Self::Indices, k: usize) -> Result<Self::Tensor> {
+            let (shape, pairs) = (self.shape(rows), self.indices_shape(order).iter().product::<usize>());
+            if shape.len() != 2 || k == 0 || pairs % k != 0 {
+                return Err(crate::Error::shape("sum_rows_in_order", format!("rows {shape:?}, {pairs} indices in groups of {k}")));
+            }
+            let per_pair = self.reshape(&self.gather_rows(rows, order)?, &[pairs / k, k, shape[1]])?;
+            self.reshape(&self.sum_axis(&per_pair, 1)?, &[pairs / k, shape[1]])
+        }
 
         /// Sorts the `N·K` (token, expert) pairs of `indices [N, K]` by expert, stable in token
         /// order, so that each expert's tokens are one contiguous block. The default counts on

@@ -71,9 +71,9 @@ pub(crate) fn sum_per_token<B: Backend>(
     n: usize,
     k: usize,
 ) -> Result<B::Tensor> {
-    let d = b.shape(rows)[1];
-    let per_pair = b.reshape(&b.gather_rows(rows, &dispatch.rows_by_token)?, &[n, k, d])?;
-    b.reshape(&b.sum_axis(&per_pair, 1)?, &[n, d])
+    let summed = b.sum_rows_in_order(rows, &dispatch.rows_by_token, k)?;
+    debug_assert_eq!(b.shape(&summed)[0], n, "one row per token");
+    Ok(summed)
 }
 
 /// `f(e)` for each of `n` experts, in expert order. Where the backend issues host work on

@@ -31,8 +31,11 @@ impl<F: CpuFloat> LinalgOps for Cpu<F> {
                 format!("x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape()),
             ));
         }
-        let dx = product::product(dy2, w2).into_dyn().into_shape_with_order(x.raw_dim()).expect("row-major product");
-        Ok((dx, product::product(dy2.t(), x2).into_dyn()))
+        // Dgrad and Wgrad side by side: Wgrad's output (Out × In, K = tokens) is often too
+        // small to keep every thread busy alone. Each product is computed as it would be
+        // alone, so the bits do not change.
+        let (dx, dw) = rayon::join(|| product::product(dy2, w2), || product::product(dy2.t(), x2));
+        Ok((dx.into_dyn().into_shape_with_order(x.raw_dim()).expect("row-major product"), dw.into_dyn()))
     }
     fn matmul(&self, a: &ArrayD<F>, b: &ArrayD<F>, trans_a: bool, trans_b: bool) -> Result<ArrayD<F>> {
         let err = || shape_err("matmul", format!("{:?} · {:?} (trans {trans_a}, {trans_b})", a.shape(), b.shape()));
