@@ -97,7 +97,7 @@ family! {
         /// gathers, then sums over the `k`; a backend may do both in one pass.
         fn sum_rows_in_order(&self, rows: &Self::Tensor, order: &Self::Indices, k: usize) -> Result<Self::Tensor> {
             let (shape, pairs) = (self.shape(rows), self.indices_shape(order).iter().product::<usize>());
-            if shape.len() != 2 || k == 0 || pairs % k != 0 {
+            if shape.len() != 2 || k == 0 || !pairs.is_multiple_of(k) {
                 return Err(crate::Error::shape("sum_rows_in_order", format!("rows {shape:?}, {pairs} indices in groups of {k}")));
             }
             let per_pair = self.reshape(&self.gather_rows(rows, order)?, &[pairs / k, k, shape[1]])?;

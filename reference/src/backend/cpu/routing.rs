@@ -126,7 +126,7 @@ impl<F: CpuFloat> RoutingOps for Cpu<F> {
     /// tokens split across threads: the same sums as the default's gather and `sum_axis`.
     fn sum_rows_in_order(&self, rows: &ArrayD<F>, order: &ArrayD<i64>, k: usize) -> Result<ArrayD<F>> {
         let rows2 = as2(rows, "sum_rows_in_order")?;
-        if k == 0 || order.len() % k != 0 {
+        if k == 0 || !order.len().is_multiple_of(k) {
             return Err(shape_err("sum_rows_in_order", format!("{} indices in groups of {k}", order.len())));
         }
         let order = row_numbers(order, rows2.nrows(), "sum_rows_in_order", rows.shape())?;
