@@ -13,12 +13,12 @@ conformance_tests! {
     mixed_products: check_mixed_products, ["linear_mixed", "linear_backward_mixed:0", "linear_backward_mixed:1"];
     norm_swiglu: check_norm_swiglu, ["rms_norm_forward:0", "rms_norm_forward:1", "swiglu_forward"];
     rope: check_rope, ["rope_forward", "rope_backward"];
-    embedding_rows: check_embedding_rows, ["upload_indices", "embedding_forward", "gather_rows", "scatter_add_rows"];
+    embedding_rows: check_embedding_rows, ["upload_indices", "embedding_forward", "gather_rows", "sum_rows_in_order", "scatter_add_rows"];
     attention: check_attention, ["attention_forward:0", "attention_forward:1", "attention_backward:0", "attention_backward:1", "attention_backward:2"];
     latent_attention: check_latent_attention, ["latent_attention_forward"];
     route: check_route, ["route:0", "route:1", "route:2"];
     dispatch: check_dispatch, ["download_indices", "expert_dispatch:0", "expert_dispatch:1", "expert_dispatch:2"];
-    moe: check_moe, ["sum_axis", "gather_rows"];
+    moe: check_moe, ["sum_rows_in_order", "gather_rows"];
     mla: check_mla, ["rope_forward", "linear_mixed"];
     random_model: check_random_model, ["latent_attention_forward", "embedding_forward"];
     goldens: check_goldens, ["rms_norm_forward"];

@@ -1,11 +1,13 @@
 //! Causal softmax attention on the CPU (the naive path MLA trains with), forward and
-//! backward, one (batch, head) pair per rayon task.
+//! backward, one (batch, head) pair per rayon task, each in blocks of 64 queries (and, for
+//! dK and dV, 64 keys) so that the masked half of the scores is neither computed nor
+//! multiplied.
 
 use super::product::product;
 use super::{shape_err, Cpu, CpuFloat};
 use crate::backend::AttentionOps;
 use crate::error::Result;
-use ndarray::{s, Array2, ArrayD, IxDyn};
+use ndarray::{s, Array2, ArrayD, Axis, IxDyn, Zip};
 use rayon::prelude::*;
 
 impl<F: CpuFloat> AttentionOps for Cpu<F> {
@@ -26,21 +28,28 @@ impl<F: CpuFloat> AttentionOps for Cpu<F> {
             let qh = q.slice(s![b, .., h, ..]);
             let kh = k.slice(s![b, .., h, ..]);
             let vh = v.slice(s![b, .., h, ..]);
-            let mut scores = product(qh, kh.t()) * scale;
+            let mut out = Array2::<F>::zeros((seq, dv));
             let mut lse = Vec::with_capacity(seq);
-            for (i, mut row) in scores.outer_iter_mut().enumerate() {
-                let visible = q_offset + i + 1;
-                row.slice_mut(s![visible..]).fill(F::zero());
-                let max = row.slice(s![..visible]).iter().copied().fold(F::neg_infinity(), F::max);
-                let mut sum = F::zero();
-                for p in row.slice_mut(s![..visible]).iter_mut() {
-                    *p = (*p - max).exp();
-                    sum += *p;
+            for (r0, r1) in query_blocks(seq) {
+                // Rows r0..r1 see keys ..q_offset + r1 at most: the rest is masked, not computed.
+                let keys = q_offset + r1;
+                let mut probs = product(qh.slice(s![r0..r1, ..]), kh.slice(s![..keys, ..]).t());
+                for (i, mut row) in probs.outer_iter_mut().enumerate() {
+                    let (mut seen, mut masked) = row.view_mut().split_at(Axis(0), q_offset + r0 + i + 1);
+                    seen.mapv_inplace(|x| x * scale);
+                    let max = seen.iter().copied().fold(F::neg_infinity(), F::max);
+                    let mut sum = F::zero();
+                    for p in seen.iter_mut() {
+                        *p = (*p - max).exp();
+                        sum += *p;
+                    }
+                    seen.mapv_inplace(|p| p / sum);
+                    masked.fill(F::zero());
+                    lse.push(max + sum.ln());
                 }
-                row.mapv_inplace(|p| p / sum);
-                lse.push(max + sum.ln());
+                out.slice_mut(s![r0..r1, ..]).assign(&product(probs.view(), vh.slice(s![..keys, ..])));
             }
-            (product(scores.view(), vh), lse)
+            (out, lse)
         };
         // A decoding step's few (batch, head) pairs are cheaper here than handed to rayon's
         // threads and waited for.
@@ -89,25 +98,42 @@ impl<F: CpuFloat> AttentionOps for Cpu<F> {
                 let vh = v.slice(s![b, .., h, ..]);
                 let oh = out.slice(s![b, .., h, ..]);
                 let doh = dout.slice(s![b, .., h, ..]);
-                // P from the saved statistics; masked entries are exactly zero.
-                let mut p = product(qh, kh.t()) * scale;
-                for (i, mut row) in p.outer_iter_mut().enumerate() {
-                    let visible = q_offset + i + 1;
-                    let m = lse[[b, h, i]];
-                    row.slice_mut(s![..visible]).mapv_inplace(|x| (x - m).exp());
-                    row.slice_mut(s![visible..]).fill(F::zero());
-                }
-                let dv = product(p.t(), doh);
-                let dp = product(doh, vh.t());
-                // dS = P ⊙ (dP − D), D_i = ⟨dout_i, out_i⟩ = Σ_j P_ij dP_ij.
-                let mut ds = p;
-                for (i, mut row) in ds.outer_iter_mut().enumerate() {
-                    let d: F = doh.row(i).dot(&oh.row(i));
-                    for (x, &g) in row.iter_mut().zip(dp.row(i)) {
-                        *x = *x * (g - d) * scale;
+                let keys = kh.nrows();
+                // P from the saved statistics and dS = P ⊙ (dP − D), D_i = ⟨dout_i, out_i⟩ =
+                // Σ_j P_ij dP_ij, one block of queries at a time over the keys it sees; masked
+                // entries stay exactly zero.
+                let (mut p, mut ds) = (Array2::<F>::zeros((seq, keys)), Array2::<F>::zeros((seq, keys)));
+                let mut gq = Array2::<F>::zeros((seq, qh.ncols()));
+                for (r0, r1) in query_blocks(seq) {
+                    let seen_keys = q_offset + r1;
+                    let scores = product(qh.slice(s![r0..r1, ..]), kh.slice(s![..seen_keys, ..]).t());
+                    let dp = product(doh.slice(s![r0..r1, ..]), vh.slice(s![..seen_keys, ..]).t());
+                    for i in r0..r1 {
+                        let visible = q_offset + i + 1;
+                        let (m, d) = (lse[[b, h, i]], doh.row(i).dot(&oh.row(i)));
+                        let row = scores.slice(s![i - r0, ..visible]);
+                        let mut p_row = p.slice_mut(s![i, ..visible]);
+                        Zip::from(&mut p_row).and(row).for_each(|p, &x| *p = (x * scale - m).exp());
+                        Zip::from(ds.slice_mut(s![i, ..visible]))
+                            .and(&p_row)
+                            .and(dp.slice(s![i - r0, ..visible]))
+                            .for_each(|x, &p, &g| *x = p * (g - d) * scale);
                     }
+                    gq.slice_mut(s![r0..r1, ..])
+                        .assign(&product(ds.slice(s![r0..r1, ..seen_keys]), kh.slice(s![..seen_keys, ..])));
                 }
-                (product(ds.view(), kh), product(ds.t(), qh), dv)
+                // dK = dSᵀ Q and dV = Pᵀ dout, one block of keys at a time over the queries that see it.
+                let (mut gk, mut gv) = (Array2::<F>::zeros(kh.raw_dim()), Array2::<F>::zeros(vh.raw_dim()));
+                for (c0, c1) in query_blocks(keys) {
+                    let first = c0.saturating_sub(q_offset);
+                    if first >= seq {
+                        break; // no query sees these keys
+                    }
+                    let (ds_cols, p_cols) = (ds.slice(s![first.., c0..c1]), p.slice(s![first.., c0..c1]));
+                    gk.slice_mut(s![c0..c1, ..]).assign(&product(ds_cols.t(), qh.slice(s![first.., ..])));
+                    gv.slice_mut(s![c0..c1, ..]).assign(&product(p_cols.t(), doh.slice(s![first.., ..])));
+                }
+                (gq, gk, gv)
             })
             .collect();
         let mut dq = ArrayD::<F>::zeros(q.raw_dim());
@@ -121,6 +147,15 @@ impl<F: CpuFloat> AttentionOps for Cpu<F> {
         }
         Ok((dq, dk, dv))
     }
+}
+
+/// Queries (or keys) in blocks of this many: each block of queries multiplies only the
+/// keys it can see, so a causal product skips most of its masked half.
+const BLOCK: usize = 64;
+
+/// `[r0, r1)` blocks of `0..n`, [`BLOCK`] long (the last shorter).
+fn query_blocks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).step_by(BLOCK).map(move |r0| (r0, (r0 + BLOCK).min(n)))
 }
 
 fn check<F>(q: &ArrayD<F>, k: &ArrayD<F>, v: &ArrayD<F>, q_offset: usize) -> Result<[usize; 5]> {
