@@ -1,6 +1,7 @@
 //! Memory on the CPU: tensors are `ndarray` arrays, so upload and download are copies
 //! (or casts, for the f64 twin).
 
+use super::layout::standard_map;
 use super::{Cpu, CpuFloat};
 use crate::backend::MemoryOps;
 use crate::error::Result;
@@ -21,10 +22,10 @@ impl<F: CpuFloat> MemoryOps for Cpu<F> {
         rayon::current_num_threads()
     }
     fn upload(&self, host: ArrayViewD<'_, f32>) -> Result<ArrayD<F>> {
-        Ok(host.mapv(F::of_f32))
+        Ok(standard_map(host, F::of_f32))
     }
     fn download(&self, t: &ArrayD<F>) -> Result<ArrayD<f32>> {
-        Ok(t.mapv(F::as_f32))
+        Ok(standard_map(t.view(), F::as_f32))
     }
     fn upload_indices(&self, host: ArrayViewD<'_, i64>) -> Result<ArrayD<i64>> {
         Ok(host.as_standard_layout().into_owned())
@@ -42,9 +43,9 @@ impl<F: CpuFloat> MemoryOps for Cpu<F> {
         Ok(ArrayD::zeros(IxDyn(shape)))
     }
     fn download_f64(&self, t: &ArrayD<F>) -> Result<ArrayD<f64>> {
-        Ok(t.mapv(F::as_f64))
+        Ok(standard_map(t.view(), F::as_f64))
     }
     fn upload_f64(&self, host: ArrayViewD<'_, f64>) -> Result<ArrayD<F>> {
-        Ok(host.mapv(F::of_f64))
+        Ok(standard_map(host, F::of_f64))
     }
 }

@@ -4,6 +4,7 @@ use super::{shape_err, Cpu, CpuFloat};
 use crate::backend::{AdamWStep, OptimOps};
 use crate::error::Result;
 use ndarray::{ArrayD, Zip};
+use rayon::prelude::*;
 
 impl<F: CpuFloat> OptimOps for Cpu<F> {
     /// One AdamW update in place, as `torch.optim.AdamW`'s single-tensor path (see
@@ -37,7 +38,17 @@ impl<F: CpuFloat> OptimOps for Cpu<F> {
         Ok(())
     }
     /// Sequential on purpose: a fixed summation order keeps training bit-reproducible.
+    /// In f64, over fixed chunks of [`super::PARALLEL_ELEMENTS`] summed side by side, then
+    /// the chunks' sums in order: the same value on any number of threads.
     fn sum_squares(&self, t: &ArrayD<F>) -> Result<f64> {
-        Ok(t.iter().map(|&x| x.as_f64() * x.as_f64()).sum())
+        let t = t.as_standard_layout();
+        let values = t.as_slice().expect("standard layout");
+        let chunk_sum = |c: &[F]| c.iter().map(|&x| x.as_f64() * x.as_f64()).sum::<f64>();
+        let sums: Vec<f64> = if super::parallel(values.len()) {
+            values.par_chunks(super::PARALLEL_ELEMENTS).map(chunk_sum).collect()
+        } else {
+            values.chunks(super::PARALLEL_ELEMENTS).map(chunk_sum).collect()
+        };
+        Ok(sums.iter().sum())
     }
 }
