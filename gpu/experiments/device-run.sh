@@ -8,6 +8,8 @@ out=${OUT:?set OUT to the folder that comes back}
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [[ -d $d ]] && export LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
 done
+# pack.sh sends the binaries, goldens and corpus as one archive.
+[[ -f .gpu-bin/payload.tar.gz ]] && tar -C .gpu-bin -xzf .gpu-bin/payload.tar.gz
 export V3LAB_GOLDENS=$PWD/.gpu-bin/goldens
 step() { echo "== $1 (exit $2)" | tee -a "$out/summary.txt"; }
 
