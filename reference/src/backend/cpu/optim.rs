@@ -37,9 +37,9 @@ impl<F: CpuFloat> OptimOps for Cpu<F> {
         });
         Ok(())
     }
-    /// Sequential on purpose: a fixed summation order keeps training bit-reproducible.
-    /// In f64, over fixed chunks of [`super::PARALLEL_ELEMENTS`] summed side by side, then
-    /// the chunks' sums in order: the same value on any number of threads.
+    /// A fixed summation order keeps training bit-reproducible: in f64, over fixed chunks of
+    /// [`super::PARALLEL_ELEMENTS`] summed side by side, then the chunks' sums in order, so
+    /// any number of threads gives the same value.
     fn sum_squares(&self, t: &ArrayD<F>) -> Result<f64> {
         let t = t.as_standard_layout();
         let values = t.as_slice().expect("standard layout");
